@@ -1,0 +1,39 @@
+"""Prometheus metrics: every name the sidecar exports, defined once.
+
+Names follow Prometheus conventions (``cdc_claims_`` prefix, ``_total`` counters, base units
+in seconds). The Grafana dashboard and the PrometheusRule alerts in ``helm/`` use exactly
+these names; a test checks that they do.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+CHANGE_EVENTS = Counter("cdc_claims_change_events_consumed_total", "Debezium change events consumed", ["table"])
+TRANSACTIONS = Counter("cdc_claims_transactions_completed_total", "Source transactions seen complete (END)")
+CLAIMS_BUILT = Counter("cdc_claims_claims_built_total", "Claims assembled and validated", ["unit"])
+CLAIMS_SUBMITTED = Counter("cdc_claims_claims_submitted_total", "Claims POSTed to openIMIS through openHIM")
+CLAIMS_ACCEPTED = Counter(
+    "cdc_claims_claims_accepted_total", "Claims openIMIS accepted (entered/checked or later)", ["status"]
+)
+CLAIMS_REJECTED = Counter("cdc_claims_claims_rejected_total", "Claims openIMIS rejected (status 1)")
+CLAIMS_HELD = Counter("cdc_claims_claims_held_total", "Claims held as not claimable", ["reason"])
+CLAIMS_HELD_CURRENT = Gauge("cdc_claims_claims_held", "Claims currently held, by reason", ["reason"])
+CLAIM_LINES_REJECTED = Counter(
+    "cdc_claims_claim_lines_rejected_total", "Claim lines openIMIS rejected", ["reason_code"]
+)
+SUBMIT_LATENCY = Histogram(
+    "cdc_claims_submit_duration_seconds", "Duration of one claim POST through openHIM", buckets=LATENCY_BUCKETS
+)
+END_TO_END_LATENCY = Histogram(
+    "cdc_claims_end_to_end_latency_seconds",
+    "From the source database commit to the billing row written",
+    buckets=LATENCY_BUCKETS,
+)
+CONSUMER_LAG = Gauge("cdc_claims_consumer_lag_records", "Records behind the log end", ["topic", "partition"])
+DEAD_LETTERS = Counter("cdc_claims_dead_letters_total", "Records sent to the dead-letter topic", ["reason"])
+UPSTREAM_ERRORS = Counter("cdc_claims_upstream_errors_total", "openHIM/openIMIS errors by kind", ["kind"])
+REPLIES_WRITTEN = Counter("cdc_claims_replies_written_total", "ClaimResponses applied to the iclm_* tables", ["status"])
+PENDING_UNITS = Gauge("cdc_claims_pending_units", "Encounters/visits waiting for their settle window")

@@ -1,0 +1,87 @@
+"""Runtime settings, read from the environment once at the edge (``CDC_CLAIMS_*``).
+
+Nested groups use ``__``: ``CDC_CLAIMS_OPENHIM__AUTH=bearer``,
+``CDC_CLAIMS_DB__PASSWORD=...``. Defaults target the local dev stack (``cdc-claims dev up``).
+Secrets are :class:`~pydantic.SecretStr` so they never print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:19092"
+    #: Debezium ``topic.prefix``; data topics are ``<prefix>.<database>.<table>``.
+    topic_prefix: str = "openmrs"
+    database: str = "openmrs"
+    group_id: str = "cdc-claims"
+    claims_topic: str = "cdc-claims.claims"  # audit Bundles (Claim + Patient, Encounter, ...)
+    reply_topic: str = "cdc-claims.replies"  # normalized ClaimResponses, keyed by claim code
+    held_topic: str = "cdc-claims.held"  # not-claimable units, with reasons
+    dead_letter_topic: str = "cdc-claims.dlq"  # records we could not parse
+
+    @property
+    def transaction_topic(self) -> str:
+        return f"{self.topic_prefix}.transaction"
+
+    def table_topic(self, table: str) -> str:
+        return f"{self.topic_prefix}.{self.database}.{table}"
+
+
+class DatabaseSettings(BaseModel):
+    """OpenMRS database. The reader user has SELECT only; the writer user may also write
+    ``iclm_*`` and the sidecar's own ``cdc_claims_*`` tables."""
+
+    host: str = "127.0.0.1"
+    port: int = 33306
+    name: str = "openmrs"
+    user: str = "cdc_reader"
+    password: SecretStr = SecretStr("cdc_reader")
+    writer_user: str = "cdc_writer"
+    writer_password: SecretStr = SecretStr("cdc_writer")
+    connect_timeout: float = 5.0
+
+
+class OpenHimSettings(BaseModel):
+    """openHIM channel in front of openIMIS's FHIR R4 API."""
+
+    base_url: str = "http://127.0.0.1:15001/openimis/api/api_fhir_r4/"
+    auth: Literal["basic", "bearer", "custom", "mtls"] = "basic"
+    username: str = "cdc-claims"
+    password: SecretStr = SecretStr("cdc-claims-password")
+    custom_token: SecretStr = SecretStr("")
+    #: Bearer mode: where to obtain a JWT (OAuth2 client-credentials style form POST).
+    token_url: str = ""
+    client_cert: Path | None = None  # PEM certificate (mtls)
+    client_key: Path | None = None  # PEM key (mtls)
+    ca_bundle: Path | None = None  # extra CA to trust; verification is never switched off silently
+    verify_tls: bool = True
+    timeout_seconds: float = 30.0
+    max_attempts: int = 5
+
+
+class SettleSettings(BaseModel):
+    mode: Literal["encounter", "visit"] = "encounter"
+    #: Quiet period after the last committed change before an encounter is claimed.
+    settle_seconds: float = Field(default=10.0, ge=0)
+    #: Visit mode: claim an open visit after this long without changes (0 = only at close).
+    visit_idle_seconds: float = Field(default=0.0, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CDC_CLAIMS_", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaSettings = KafkaSettings()
+    db: DatabaseSettings = DatabaseSettings()
+    openhim: OpenHimSettings = OpenHimSettings()
+    settle: SettleSettings = SettleSettings()
+    mapping_file: Path = Path("mapping.yaml")
+    log_level: str = "INFO"
+    metrics_port: int = 9464
+    #: Poll openIMIS for later status changes of open claims every this many seconds.
+    poll_seconds: float = 60.0
