@@ -36,6 +36,8 @@ class Ports:
     openimis_pg: int = int(os.environ.get("CDC_STACK_OPENIMIS_PG_PORT", "55432"))
     openhim_http: int = int(os.environ.get("CDC_STACK_OPENHIM_HTTP_PORT", "15001"))
     openhim_https: int = int(os.environ.get("CDC_STACK_OPENHIM_HTTPS_PORT", "15000"))
+    #: the emulator's own admin API (recorded transactions, a test token issuer): not openHIM's
+    openhim_admin: int = int(os.environ.get("CDC_STACK_OPENHIM_ADMIN_PORT", "15080"))
 
 
 @dataclass(frozen=True)

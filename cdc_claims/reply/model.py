@@ -1,0 +1,67 @@
+"""A ClaimResponse reduced to what the billing tables need, and the reply-topic message.
+
+openIMIS answers in FHIR with several traps (ambiguous ``outcome``, reordered lines, a
+"valuated" amount that echoes the asked price). :mod:`cdc_claims.reply.normalize` resolves them
+once; everything downstream (the reply topic, the iclm writer, metrics) reads these values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import TypeAdapter
+
+from cdc_claims.assemble.model import ClaimDraft
+
+REPLY_SCHEMA = "cdc-claims.reply/v1"
+
+
+@dataclass(frozen=True)
+class LineOutcome:
+    source_uuid: str  # ClaimLine.source_uuid: the order / obs / derived line it answers
+    code: str  # openIMIS item/service code
+    category: Literal["item", "service"]
+    status: Literal["PASSED", "REJECTED"]
+    reason_code: int  # openIMIS rejection reason, 0 = accepted
+    reason_text: str  # e.g. "NO PRODUCT FOUND"
+    quantity_approved: Decimal | None
+    price_approved: Decimal | None  # unit price of the highest money stage (processed > checked)
+
+
+@dataclass(frozen=True)
+class NormalizedResponse:
+    claim_code: str
+    claim_uuid: str | None  # openIMIS claim uuid
+    openimis_status: Literal[1, 2, 4, 8, 16]  # highest adjudication category present
+    iclm_status: Literal["REJECTED", "ENTERED", "CHECKED", "PROCESSED", "VALUATED"]
+    outcome: str  # FHIR outcome as sent (ambiguous: kept for the audit trail only)
+    claimed_total: Decimal | None  # "entered" total (includes rejected lines)
+    approved_total: Decimal | None  # processed total, else checked total; None when rejected
+    rejection_reason: str | None  # claim level: "7 FAMILY", ... when every line was rejected
+    lines: tuple[LineOutcome, ...]
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class ReplyMessage:
+    """One record on the reply topic (key = claim code). Self-contained: the writer needs
+    nothing else to fill ``iclm_bill``, ``iclm_provided_item``, ``iclm_claim*``."""
+
+    claim: ClaimDraft
+    response: NormalizedResponse
+    source_committed_ms: int | None = None  # commit time of the triggering transaction
+    schema: str = REPLY_SCHEMA
+
+
+_REPLY = TypeAdapter(ReplyMessage)
+
+
+def encode_reply(message: ReplyMessage) -> bytes:
+    return _REPLY.dump_json(message)
+
+
+def decode_reply(raw: bytes) -> ReplyMessage:
+    return _REPLY.validate_json(raw)
