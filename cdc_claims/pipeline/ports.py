@@ -1,0 +1,92 @@
+"""The small interfaces the claim service talks through: one per external system.
+
+Each adapter (MySQL reader, ledger, openHIM client, Kafka publisher) satisfies one of these,
+so :mod:`cdc_claims.pipeline.claim_service` can be tested with plain in-memory fakes and run
+in production with the real adapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Literal, Protocol
+
+from cdc_claims.assemble.model import ClaimContext, ClaimDraft, UnitKind
+from cdc_claims.reply.model import ReplyMessage
+
+JsonDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class UnitRef:
+    """An encounter or a visit that settled, by OpenMRS integer id."""
+
+    kind: UnitKind
+    id: int
+    source_committed_ms: int | None = None  # commit time of the last transaction that touched it
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+class Reader(Protocol):
+    def read(self, unit: UnitRef) -> ClaimContext: ...
+
+
+class DraftBuilder(Protocol):
+    def __call__(self, ctx: ClaimContext, *, created: date, revision: int) -> ClaimDraft: ...
+
+
+class Renderer(Protocol):
+    def claim(self, draft: ClaimDraft) -> JsonDict: ...
+    def audit_bundle(self, ctx: ClaimContext, draft: ClaimDraft, claim: JsonDict) -> JsonDict: ...
+
+
+class ClaimApi(Protocol):
+    def submit_claim(self, claim: JsonDict) -> JsonDict: ...
+    def get_claim_response(self, code_or_uuid: str) -> JsonDict: ...
+
+
+HeldKind = Literal["held", "failed", "cancelled", "notice"]
+
+
+class Publisher(Protocol):
+    """Kafka side effects of the claim service; ``flush`` makes them durable."""
+
+    def reply(self, message: ReplyMessage) -> None: ...
+    def held(self, key: str, payload: Mapping[str, Any]) -> None: ...
+    def audit(self, key: str, bundle: JsonDict) -> None: ...
+    def flush(self) -> None: ...
+
+
+class LedgerRow(Protocol):
+    unit_kind: str
+    unit_uuid: str
+    claim_code: str
+    revision: int
+    content_hash: str
+    state: str
+    attempts: int
+
+
+class LedgerPort(Protocol):
+    def get(self, unit_kind: str, unit_uuid: str) -> Any: ...
+    def record(
+        self,
+        *,
+        unit_kind: str,
+        unit_uuid: str,
+        claim_code: str,
+        revision: int,
+        content_hash: str,
+        state: str,
+        reason: str | None,
+        detail: str | None,
+        attempts: int,
+        patient_uuid: str,
+        visit_uuid: str,
+        encounter_uuids: Sequence[str],
+        openimis_claim_uuid: str | None = None,
+        last_error: str | None = None,
+    ) -> None: ...
