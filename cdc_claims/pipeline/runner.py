@@ -1,0 +1,58 @@
+"""What every long-running role shares: signals, the observability server, a retry pause.
+
+A role is a loop of ``step()`` calls; SIGTERM/SIGINT end it after the current step, so a pod
+shutdown never interrupts a unit between its side effects and its offset commit.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from cdc_claims.log import get_logger
+
+log = get_logger(__name__)
+
+
+class Stopper:
+    """Set by SIGTERM/SIGINT (or by tests); roles check it between steps."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def install(self) -> None:
+        def _handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("stop_requested", signal=signal.Signals(signum).name)
+            self._event.set()
+
+        signal.signal(signal.SIGTERM, _handler)
+        signal.signal(signal.SIGINT, _handler)
+
+    def stop(self) -> None:
+        self._event.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True if a stop was requested meanwhile."""
+        return self._event.wait(seconds)
+
+
+def run_loop(step: Callable[[], None], stopper: Stopper, *, name: str, error_pause: float = 2.0) -> None:
+    """Call ``step`` until stopped. Retriable errors pause and retry; others end the role."""
+    from cdc_claims.errors import CdcClaimsError
+
+    log.info("role_started", role=name)
+    while not stopper.stopped:
+        try:
+            step()
+        except CdcClaimsError as err:
+            if not err.retriable:
+                raise
+            log.warning("role_retrying", role=name, reason=err.reason, error=str(err)[:300])
+            stopper.wait(error_pause)
+    log.info("role_stopped", role=name)

@@ -1,0 +1,110 @@
+"""The writer role: reply topic -> ``iclm_*`` billing tables, one committed record at a time.
+
+The offset of a reply is committed only after its database transaction committed, and the
+writer is idempotent, so a crash between the two only re-applies a reply (a no-op).
+A reply that can never be applied (undecodable, or refused by the database for a reason
+that retrying cannot fix) goes to the dead-letter topic with the reason; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from cdc_claims import metrics
+from cdc_claims.errors import CdcClaimsError
+from cdc_claims.log import get_logger
+from cdc_claims.pipeline.runner import Stopper
+from cdc_claims.reply.model import ReplyMessage, decode_reply
+
+log = get_logger(__name__)
+
+
+class Applier(Protocol):
+    def apply(self, message: ReplyMessage) -> None: ...
+
+
+class DeadLetters(Protocol):
+    def dead_letter(
+        self, *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, reason: str
+    ) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class ReplyWriter:
+    """Consumes the reply topic and applies each record durably before committing it."""
+
+    def __init__(
+        self,
+        consumer: Any,
+        applier: Applier,
+        dead_letters: DeadLetters,
+        stopper: Stopper,
+        *,
+        commit: Callable[[Any, dict[tuple[str, int], int]], None],
+        retry_pause: float = 2.0,
+    ) -> None:
+        self._consumer = consumer
+        self._applier = applier
+        self._dlq = dead_letters
+        self._stopper = stopper
+        self._commit = commit
+        self._pause = retry_pause
+
+    def step(self, timeout_ms: int = 500) -> int:
+        """Poll once and apply everything received; returns the number of records handled."""
+        batches = self._consumer.poll(timeout_ms=timeout_ms)
+        handled = 0
+        for tp, records in batches.items():
+            for record in records:
+                if self._stopper.stopped:
+                    return handled
+                self._handle(record)
+                self._commit(self._consumer, {(tp.topic, tp.partition): record.offset + 1})
+                handled += 1
+        return handled
+
+    def _handle(self, record: Any) -> None:
+        try:
+            message = decode_reply(record.value)
+        except (ValidationError, ValueError, TypeError) as err:
+            self._dead_letter(record, f"undecodable_reply: {err}"[:500])
+            return
+        while True:
+            try:
+                self._applier.apply(message)
+            except CdcClaimsError as err:
+                if err.retriable and not self._stopper.stopped:
+                    log.warning("write_back_retry", claim_code=message.claim.code, error=str(err)[:300])
+                    self._stopper.wait(self._pause)
+                    if self._stopper.stopped:
+                        raise
+                    continue
+                self._dead_letter(record, f"write_back_failed: {err}"[:500])
+                return
+            break
+        metrics.REPLIES_WRITTEN.labels(status=message.response.iclm_status).inc()
+        if message.source_committed_ms:
+            metrics.END_TO_END_LATENCY.observe(max(0.0, time.time() - message.source_committed_ms / 1000))
+        log.info(
+            "reply_written",
+            claim_code=message.claim.code,
+            status=message.response.iclm_status,
+            encounter_uuids=list(message.claim.encounter_uuids),
+        )
+
+    def _dead_letter(self, record: Any, reason: str) -> None:
+        log.error("reply_dead_lettered", topic=record.topic, offset=record.offset, reason=reason[:200])
+        self._dlq.dead_letter(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            reason=reason,
+        )
+        self._dlq.flush()
