@@ -20,7 +20,7 @@ CLAIMS_ACCEPTED = Counter(
 )
 CLAIMS_REJECTED = Counter("cdc_claims_claims_rejected_total", "Claims openIMIS rejected (status 1)")
 CLAIMS_HELD = Counter("cdc_claims_claims_held_total", "Claims held as not claimable", ["reason"])
-CLAIMS_HELD_CURRENT = Gauge("cdc_claims_claims_held", "Claims currently held, by reason", ["reason"])
+CLAIMS_HELD_CURRENT = Gauge("cdc_claims_held_claims", "Claims currently held (ledger rows), by reason", ["reason"])
 CLAIM_LINES_REJECTED = Counter(
     "cdc_claims_claim_lines_rejected_total", "Claim lines openIMIS rejected", ["reason_code"]
 )

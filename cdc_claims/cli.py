@@ -1,0 +1,78 @@
+"""``cdc-claims``: the one command operators and developers use.
+
+    cdc-claims run consumer|writer|poller   long-running roles (what the Helm chart deploys)
+    cdc-claims check-mapping                what the database uses that the mapping lacks
+    cdc-claims rerun-held [--reason R]      re-run held/failed claims once the cause is fixed
+    cdc-claims dev up|down|status|reset     the local stack (MariaDB, Kafka, Connect, openIMIS, openHIM emulator)
+    cdc-claims demo                         a Bahmni Save -> claim in openIMIS -> row in iclm_* (local stack)
+
+Imports are lazy so that ``dev`` works before the runtime dependencies are reachable, and a
+role only loads what it uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from cdc_claims import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cdc-claims", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"cdc-claims {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a long-running role")
+    run.add_argument("role", choices=["consumer", "writer", "poller"])
+
+    sub.add_parser("check-mapping", help="list concepts, drugs, locations and ICD codes the mapping lacks")
+
+    rerun = sub.add_parser("rerun-held", help="re-run held or failed claims")
+    rerun.add_argument("--reason", help="only claims held for this reason (see errors.HELD_REASONS)")
+    rerun.add_argument("--unit", help="only this encounter/visit uuid")
+
+    dev = sub.add_parser("dev", help="local stack for development, tests and the demo")
+    dev.add_argument("action", choices=["up", "down", "status", "reset"])
+    dev.add_argument("--only", action="append", help="limit to these components (repeatable)")
+
+    demo = sub.add_parser("demo", help="end-to-end demo on the local stack")
+    demo.add_argument("--no-up", action="store_true", help="assume the stack is already up")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "dev":
+        from cdc_claims.devstack.stack import main as dev_main
+
+        return dev_main(args.action, args.only)
+    if args.command == "demo":
+        from cdc_claims.devstack.demo import run_demo
+
+        return run_demo(bring_up=not args.no_up)
+
+    from cdc_claims import log
+    from cdc_claims.errors import ConfigError
+    from cdc_claims.settings import Settings
+
+    try:
+        settings = Settings()
+        log.configure(settings.log_level)
+        from cdc_claims import roles
+
+        if args.command == "run":
+            return roles.run_role(args.role, settings)
+        if args.command == "check-mapping":
+            return roles.check_mapping(settings)
+        if args.command == "rerun-held":
+            return roles.rerun_held(settings, reason=args.reason, unit_uuid=args.unit)
+    except ConfigError as err:
+        print(f"cdc-claims: configuration error:\n{err}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

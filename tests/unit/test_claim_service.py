@@ -1,0 +1,266 @@
+"""The claim service's crash-safety rules, with in-memory ports (no services)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from cdc_claims.assemble.model import (
+    ClaimContext,
+    ClaimDiagnosis,
+    ClaimDraft,
+    ClaimLine,
+    Encounter,
+    Patient,
+    Visit,
+)
+from cdc_claims.errors import ClaimRefused, DuplicateClaimCode, NotClaimable, TransientSubmitError
+from cdc_claims.pipeline.claim_service import ClaimService
+from cdc_claims.pipeline.ports import UnitRef
+from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+def _ctx(uuid: str = "enc-1") -> ClaimContext:
+    visit = Visit(1, "visit-1", "vt", "OPD", NOW, None, False, None)
+    enc = Encounter(7, uuid, "et", "Consultation", NOW, False, None)
+    return ClaimContext("encounter", uuid, Patient(3, "pat-1", "F", None, "070707081"), visit, (enc,))
+
+
+def _draft(ctx: ClaimContext, revision: int, content: str) -> ClaimDraft:
+    code = f"RAHOS001-{ctx.unit_uuid}" + (f"-R{revision}" if revision else "")
+    line = ClaimLine(1, "service", "A1", "A1", Decimal(1), Decimal(400), "line-1", 5, "consultation")
+    return ClaimDraft(
+        code=code,
+        unit_kind="encounter",
+        unit_uuid=ctx.unit_uuid,
+        visit_uuid="visit-1",
+        encounter_uuids=(ctx.unit_uuid,),
+        patient_uuid="pat-1",
+        patient_id=3,
+        insuree="070707081",
+        facility="RAHOS001",
+        facility_code="RAHOS001",
+        enterer="RHOS0011",
+        visit_type="O",
+        period_start=date(2026, 11, 25),
+        period_end=date(2026, 11, 25),
+        created=date(2026, 11, 25),
+        diagnoses=(ClaimDiagnosis("A09", 9, True),),
+        lines=(line,),
+        content_hash=content,
+    )
+
+
+@dataclass
+class Row:
+    unit_kind: str
+    unit_uuid: str
+    claim_code: str
+    revision: int
+    content_hash: str
+    state: str
+    attempts: int
+    reason: str | None = None
+    detail: str | None = None
+
+
+@dataclass
+class World:
+    content: str = "h1"
+    held_reason: str | None = None
+    submit_error: Exception | None = None
+    ledger: dict[tuple[str, str], Row] = field(default_factory=dict)
+    history: list[tuple[str, str]] = field(default_factory=list)  # (event, state/code) in order
+    posts: list[dict[str, Any]] = field(default_factory=list)
+    replies: list[ReplyMessage] = field(default_factory=list)
+    held: list[dict[str, Any]] = field(default_factory=list)
+    in_openimis: set[str] = field(default_factory=set)
+
+    # ports -------------------------------------------------------------------------------
+    def read(self, unit: UnitRef) -> ClaimContext:
+        return _ctx()
+
+    def build(self, ctx: ClaimContext, *, created: date, revision: int) -> ClaimDraft:
+        if self.held_reason:
+            raise NotClaimable(self.held_reason, "detail")
+        return _draft(ctx, revision, self.content)
+
+    def claim(self, draft: ClaimDraft) -> dict[str, Any]:
+        return {"resourceType": "Claim", "code": draft.code}
+
+    def audit_bundle(self, ctx: ClaimContext, draft: ClaimDraft, claim: dict[str, Any]) -> dict[str, Any]:
+        return {"resourceType": "Bundle"}
+
+    def submit_claim(self, claim: dict[str, Any]) -> dict[str, Any]:
+        self.history.append(("post", claim["code"]))
+        self.posts.append(claim)
+        if self.submit_error is not None:
+            raise self.submit_error
+        if claim["code"] in self.in_openimis:
+            raise DuplicateClaimCode(f"Claim with code '{claim['code']}' already exists.")
+        self.in_openimis.add(claim["code"])
+        return {"code": claim["code"]}
+
+    def get_claim_response(self, code: str) -> dict[str, Any]:
+        assert code in self.in_openimis
+        return {"code": code}
+
+    def normalize(self, response: dict[str, Any], draft: ClaimDraft, *, received_at: datetime) -> NormalizedResponse:
+        line = LineOutcome("line-1", "A1", "service", "PASSED", 0, "ACCEPTED", Decimal(1), Decimal(400))
+        return NormalizedResponse(
+            draft.code, "uuid-x", 4, "CHECKED", "partial", Decimal(400), Decimal(400), None, (line,), received_at
+        )
+
+    def reply(self, message: ReplyMessage) -> None:
+        self.history.append(("reply", message.claim.code))
+        self.replies.append(message)
+
+    def held_(self, key: str, payload: Any) -> None:
+        self.held.append(dict(payload))
+
+    def audit(self, key: str, bundle: dict[str, Any]) -> None:
+        self.history.append(("audit", key))
+
+    def flush(self) -> None:
+        self.history.append(("flush", ""))
+
+    def get(self, unit_kind: str, unit_uuid: str) -> Row | None:
+        return self.ledger.get((unit_kind, unit_uuid))
+
+    def record(self, **kw: Any) -> None:
+        row = Row(**{k: kw[k] for k in Row.__dataclass_fields__ if k in kw})
+        self.ledger[(row.unit_kind, row.unit_uuid)] = row
+        self.history.append(("ledger", row.state))
+
+
+class _Pub:
+    def __init__(self, w: World) -> None:
+        self.reply, self.held, self.audit, self.flush = w.reply, w.held_, w.audit, w.flush
+
+
+def service(w: World, **kw: Any) -> ClaimService:
+    return ClaimService(
+        reader=w,
+        build_draft=w.build,
+        renderer=w,
+        api=w,
+        normalize=w.normalize,
+        publisher=_Pub(w),
+        ledger=w,
+        today=lambda: date(2026, 11, 25),
+        now=lambda: NOW,
+        **kw,
+    )
+
+
+UNIT = UnitRef("encounter", 7, source_committed_ms=1)
+
+
+def test_write_ahead_then_post_then_reply_then_ledger() -> None:
+    w = World()
+    result = service(w).process(UNIT)
+    assert result.outcome == "submitted" and result.status == "checked"
+    events = [e for e, _ in w.history if e != "flush"]
+    assert events == ["ledger", "audit", "post", "reply", "ledger"]
+    assert [s for e, s in w.history if e == "ledger"] == ["submitting", "checked"]
+    assert w.replies[0].source_committed_ms == 1
+
+
+def test_replay_after_checked_with_same_content_sends_nothing() -> None:
+    w = World()
+    service(w).process(UNIT)
+    result = service(w).process(UNIT)
+    assert result.outcome == "unchanged"
+    assert len(w.posts) == 1 and len(w.replies) == 1
+
+
+def test_crash_after_post_before_reply_recovers_without_duplicate() -> None:
+    """Ledger says submitting (the POST went through, the process died before the reply)."""
+    w = World()
+    w.in_openimis.add("RAHOS001-enc-1")
+    w.ledger[("encounter", "enc-1")] = Row("encounter", "enc-1", "RAHOS001-enc-1", 0, "h1", "submitting", 1)
+    result = service(w).process(UNIT)
+    assert result.outcome == "replayed"
+    assert len(w.in_openimis) == 1  # no second claim in openIMIS
+    assert w.replies[0].claim.code == "RAHOS001-enc-1"
+    assert w.ledger[("encounter", "enc-1")].state == "checked"
+
+
+def test_content_changed_after_submit_is_not_resent_under_the_same_code() -> None:
+    w = World()
+    service(w).process(UNIT)
+    w.content = "h2"
+    result = service(w).process(UNIT)
+    assert result.outcome == "changed_after_submit"
+    assert len(w.posts) == 1
+    assert w.held[-1]["reason"] == "changed_after_submit"
+
+
+def test_content_changed_after_submit_with_resubmit_gets_a_new_revision_code() -> None:
+    w = World()
+    service(w, resubmit_on_change=True).process(UNIT)
+    w.content = "h2"
+    result = service(w, resubmit_on_change=True).process(UNIT)
+    assert result.outcome == "submitted"
+    assert [p["code"] for p in w.posts] == ["RAHOS001-enc-1", "RAHOS001-enc-1-R1"]
+
+
+@pytest.mark.parametrize(
+    ("reason", "state", "outcome"), [("uninsured", "held", "held"), ("voided", "cancelled", "cancelled")]
+)
+def test_not_claimable_is_recorded_and_published(reason: str, state: str, outcome: str) -> None:
+    w = World(held_reason=reason)
+    result = service(w).process(UNIT)
+    assert result.outcome == outcome and result.reason == reason
+    row = w.ledger[("encounter", "enc-1")]
+    assert (row.state, row.reason) == (state, reason)
+    assert w.held[0]["reason"] == reason and w.held[0]["unit_uuid"] == "enc-1"
+    assert not w.posts
+
+
+def test_held_then_fixed_is_submitted() -> None:
+    w = World(held_reason="unmapped_line")
+    service(w).process(UNIT)
+    w.held_reason = None
+    assert service(w).process(UNIT).outcome == "submitted"
+
+
+def test_refused_claim_is_failed_with_the_openimis_text() -> None:
+    w = World(submit_error=ClaimRefused("Diagnosis matching query does not exist."))
+    result = service(w).process(UNIT)
+    assert result.outcome == "failed"
+    row = w.ledger[("encounter", "enc-1")]
+    assert row.state == "failed" and "Diagnosis matching" in (row.detail or "")
+    assert w.held[0]["kind"] == "failed"
+
+
+def test_transient_error_propagates_and_leaves_the_write_ahead_row() -> None:
+    w = World(submit_error=TransientSubmitError("openHIM 500"))
+    with pytest.raises(TransientSubmitError):
+        service(w).process(UNIT)
+    assert w.ledger[("encounter", "enc-1")].state == "submitting"
+    assert not w.replies
+    w.submit_error = None
+    assert service(w).process(UNIT).outcome == "submitted"
+    assert w.ledger[("encounter", "enc-1")].attempts == 2
+
+
+def test_voided_after_submit_is_a_notice_not_a_silent_drop() -> None:
+    w = World()
+    service(w).process(UNIT)
+    w.held_reason = "voided"
+    result = service(w).process(UNIT)
+    assert result.outcome == "changed_after_submit"
+    assert w.ledger[("encounter", "enc-1")].state == "checked"
+    assert w.held[-1]["kind"] == "notice"
+
+
+def test_replace_keeps_hash_out_of_equality() -> None:
+    d = _draft(_ctx(), 0, "h1")
+    assert replace(d, content_hash="other") == d
