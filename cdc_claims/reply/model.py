@@ -46,6 +46,15 @@ class NormalizedResponse:
 
 
 @dataclass(frozen=True)
+class Timings:
+    """Where the time went for one claim, so latency can be split without guessing."""
+
+    captured_ms: int | None = None  # the consumer saw the triggering transaction complete
+    submit_seconds: float | None = None  # the POST through openHIM (openIMIS's own share)
+    published_ms: int | None = None  # the reply was handed to Kafka
+
+
+@dataclass(frozen=True)
 class ReplyMessage:
     """One record on the reply topic (key = claim code). Self-contained: the writer needs
     nothing else to fill ``iclm_bill``, ``iclm_provided_item``, ``iclm_claim*``."""
@@ -53,6 +62,7 @@ class ReplyMessage:
     claim: ClaimDraft
     response: NormalizedResponse
     source_committed_ms: int | None = None  # commit time of the triggering transaction
+    timings: Timings | None = None
     schema: str = REPLY_SCHEMA
 
 
