@@ -16,6 +16,7 @@ content changed after a code reached openIMIS is never re-sent under that code.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -27,7 +28,7 @@ from cdc_claims.errors import HELD_REASONS, ClaimRefused, DuplicateClaimCode, No
 from cdc_claims.lifecycle import OPENIMIS_STATUS, SUBMITTED_STATES, Event, State, advance
 from cdc_claims.log import get_logger
 from cdc_claims.pipeline.ports import ClaimApi, DraftBuilder, LedgerPort, Publisher, Reader, Renderer, UnitRef
-from cdc_claims.reply.model import NormalizedResponse, ReplyMessage
+from cdc_claims.reply.model import NormalizedResponse, ReplyMessage, Timings
 
 log = get_logger(__name__)
 
@@ -108,6 +109,7 @@ class ClaimService:
         claim = self._render.claim(draft)
         self._pub.audit(draft.code, self._render.audit_bundle(ctx, draft, claim))
         replayed = False
+        started = time.monotonic()
         try:
             metrics.CLAIMS_SUBMITTED.inc()
             response = self._api.submit_claim(claim)
@@ -123,8 +125,10 @@ class ClaimService:
             log.warning("claim_refused", claim_code=draft.code, unit_uuid=ctx.unit_uuid, detail=detail[:300])
             return UnitResult(unit, "failed", draft.code, reason="refused_by_openimis")
 
+        submit_seconds = time.monotonic() - started
         normalized = self._normalize(response, draft, received_at=self._now())
-        self._pub.reply(ReplyMessage(draft, normalized, unit.source_committed_ms))
+        timings = Timings(unit.captured_ms, submit_seconds, int(time.time() * 1000))
+        self._pub.reply(ReplyMessage(draft, normalized, unit.source_committed_ms, timings))
         self._pub.flush()
         new_state = advance(State.SUBMITTING, OPENIMIS_STATUS[normalized.openimis_status][0])
         self._record(ctx, draft, new_state, attempts=attempts, openimis_claim_uuid=normalized.claim_uuid)

@@ -25,6 +25,7 @@ class UnitRef:
     kind: UnitKind
     id: int
     source_committed_ms: int | None = None  # commit time of the last transaction that touched it
+    captured_ms: int | None = None  # when the consumer saw that transaction complete
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.id}"
