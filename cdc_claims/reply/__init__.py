@@ -1,1 +1,14 @@
+"""ClaimResponse -> normalized reply (pure)."""
 
+from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage, decode_reply, encode_reply
+from cdc_claims.reply.normalize import ResponseMismatch, normalize
+
+__all__ = [
+    "LineOutcome",
+    "NormalizedResponse",
+    "ReplyMessage",
+    "ResponseMismatch",
+    "decode_reply",
+    "encode_reply",
+    "normalize",
+]
