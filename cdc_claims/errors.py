@@ -75,6 +75,7 @@ HELD_REASONS: dict[str, str] = {
     "voided": "the encounter or visit was voided",
     "changed_after_submit": "the encounter changed after its claim was submitted",
     "refused_by_openimis": "openIMIS refused the claim (validation error)",
+    "unreadable_response": "openIMIS answered with a ClaimResponse that does not match the claim",
 }
 
 

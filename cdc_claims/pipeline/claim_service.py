@@ -117,16 +117,13 @@ class ClaimService:
             replayed = True
             response = self._api.get_claim_response(draft.code)
         except ClaimRefused as refused:
-            detail = refused.message[:2000]
-            self._record(ctx, draft, State.FAILED, attempts=attempts, reason="refused_by_openimis", detail=detail)
-            self._pub.held(draft.code, _held_payload(ctx, draft.code, "refused_by_openimis", detail, "failed"))
-            self._pub.flush()
-            metrics.CLAIMS_HELD.labels(reason="refused_by_openimis").inc()
-            log.warning("claim_refused", claim_code=draft.code, unit_uuid=ctx.unit_uuid, detail=detail[:300])
-            return UnitResult(unit, "failed", draft.code, reason="refused_by_openimis")
+            return self._fail(unit, ctx, draft, attempts, reason="refused_by_openimis", text=refused.message)
 
         submit_seconds = time.monotonic() - started
-        normalized = self._normalize(response, draft, received_at=self._now())
+        try:
+            normalized = self._normalize(response, draft, received_at=self._now())
+        except ValueError as mismatch:  # ResponseMismatch: keep it visible, re-runnable
+            return self._fail(unit, ctx, draft, attempts, reason="unreadable_response", text=str(mismatch))
         timings = Timings(unit.captured_ms, submit_seconds, int(time.time() * 1000))
         self._pub.reply(ReplyMessage(draft, normalized, unit.source_committed_ms, timings))
         self._pub.flush()
@@ -142,6 +139,19 @@ class ClaimService:
             lines=len(draft.lines),
         )
         return UnitResult(unit, "replayed" if replayed else "submitted", draft.code, status=new_state.value)
+
+    def _fail(
+        self, unit: UnitRef, ctx: ClaimContext, draft: ClaimDraft, attempts: int, *, reason: str, text: str
+    ) -> UnitResult:
+        detail = text[:2000]
+        self._record(
+            ctx, draft, advance(State.SUBMITTING, Event.REFUSED), attempts=attempts, reason=reason, detail=detail
+        )
+        self._pub.held(draft.code, _held_payload(ctx, draft.code, reason, detail, "failed"))
+        self._pub.flush()
+        metrics.CLAIMS_HELD.labels(reason=reason).inc()
+        log.warning("claim_failed", claim_code=draft.code, unit_uuid=ctx.unit_uuid, reason=reason, detail=detail[:300])
+        return UnitResult(unit, "failed", draft.code, reason=reason)
 
     # ------------------------------------------------------------------ skips
     def _not_claimable(
