@@ -1,0 +1,31 @@
+-- cdc_claims_ledger: the sidecar's own durable claim state, one row per claimable unit
+-- (an encounter or a visit). Idempotent DDL for MariaDB 10.5+ / MySQL 8: safe to run at every start.
+-- Billing staff may read it: `state`, `reason` and `detail` say where each claim stands and why
+-- it is held. No patient names or insurance numbers are stored here, only uuids.
+--   state  : a cdc_claims.lifecycle.State value (detected, settled, held, submitting, failed,
+--            rejected, entered, checked, processed, valuated, cancelled)
+--   reason : a cdc_claims.errors.HELD_REASONS key when held/failed, else NULL
+CREATE TABLE IF NOT EXISTS cdc_claims_ledger (
+  ledger_id            BIGINT       NOT NULL AUTO_INCREMENT,
+  unit_kind            VARCHAR(16)  NOT NULL,
+  unit_uuid            CHAR(38)     NOT NULL,
+  claim_code           VARCHAR(64)  NULL,
+  revision             INT          NOT NULL DEFAULT 0,
+  content_hash         VARCHAR(128) NOT NULL DEFAULT '',
+  state                VARCHAR(32)  NOT NULL,
+  reason               VARCHAR(64)  NULL,
+  detail               TEXT         NULL,
+  attempts             INT          NOT NULL DEFAULT 0,
+  patient_uuid         CHAR(38)     NULL,
+  visit_uuid           CHAR(38)     NULL,
+  encounter_uuids      TEXT         NULL,
+  openimis_claim_uuid  VARCHAR(64)  NULL,
+  last_error           TEXT         NULL,
+  created_at           DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+  updated_at           DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+  PRIMARY KEY (ledger_id),
+  UNIQUE KEY cdc_claims_ledger_unit (unit_kind, unit_uuid),
+  UNIQUE KEY cdc_claims_ledger_code (claim_code),
+  KEY cdc_claims_ledger_state (state, updated_at),
+  KEY cdc_claims_ledger_visit (visit_uuid)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci;

@@ -1,0 +1,187 @@
+"""The claim ledger: a thin adapter over the ``cdc_claims_ledger`` table.
+
+One row per claimable unit (``unit_kind``, ``unit_uuid``) holding where its claim stands
+(a :class:`~cdc_claims.lifecycle.State`), why it is held, and what was last sent. This module
+stores and reads rows; it decides nothing. The pipeline computes the next state with
+:func:`cdc_claims.lifecycle.advance` and calls :meth:`Ledger.upsert` with the result.
+
+Every database error becomes :class:`~cdc_claims.errors.WriteBackError` (retriable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import pymysql
+
+from cdc_claims.assemble.model import UnitKind
+from cdc_claims.errors import WriteBackError
+from cdc_claims.lifecycle import State
+from cdc_claims.writeback.db import ConnFactory, transaction
+
+TABLE = "cdc_claims_ledger"
+
+_COLUMNS = (
+    "unit_kind",
+    "unit_uuid",
+    "claim_code",
+    "revision",
+    "content_hash",
+    "state",
+    "reason",
+    "detail",
+    "attempts",
+    "patient_uuid",
+    "visit_uuid",
+    "encounter_uuids",
+    "openimis_claim_uuid",
+    "last_error",
+)
+_SELECT = f"SELECT {', '.join(_COLUMNS)}, created_at, updated_at FROM {TABLE}"  # noqa: S608 - constants only
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One ledger row. ``created_at`` / ``updated_at`` are set by the database (UTC)."""
+
+    unit_kind: UnitKind
+    unit_uuid: str
+    state: State
+    claim_code: str | None = None
+    revision: int = 0
+    content_hash: str = ""
+    reason: str | None = None  # a HELD_REASONS key, or None
+    detail: str | None = None  # shown to billing staff; never patient names
+    attempts: int = 0
+    patient_uuid: str | None = None
+    visit_uuid: str | None = None
+    encounter_uuids: tuple[str, ...] = ()
+    openimis_claim_uuid: str | None = None
+    last_error: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def schema_sql() -> str:
+    """The idempotent DDL of the ledger table (``cdc_claims/ledger/schema.sql``)."""
+    return resources.files("cdc_claims.ledger").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
+    return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
+
+
+def _row_to_entry(row: dict[str, Any]) -> LedgerEntry:
+    encounters = row["encounter_uuids"] or ""
+    return LedgerEntry(
+        unit_kind=row["unit_kind"],
+        unit_uuid=row["unit_uuid"],
+        state=State(row["state"]),
+        claim_code=row["claim_code"],
+        revision=int(row["revision"]),
+        content_hash=row["content_hash"],
+        reason=row["reason"],
+        detail=row["detail"],
+        attempts=int(row["attempts"]),
+        patient_uuid=row["patient_uuid"],
+        visit_uuid=row["visit_uuid"],
+        encounter_uuids=tuple(u for u in encounters.split(",") if u),
+        openimis_claim_uuid=row["openimis_claim_uuid"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _entry_values(entry: LedgerEntry) -> tuple[Any, ...]:
+    return (
+        entry.unit_kind,
+        entry.unit_uuid,
+        entry.claim_code,
+        entry.revision,
+        entry.content_hash,
+        entry.state.value,
+        entry.reason,
+        entry.detail,
+        entry.attempts,
+        entry.patient_uuid,
+        entry.visit_uuid,
+        ",".join(entry.encounter_uuids),
+        entry.openimis_claim_uuid,
+        entry.last_error,
+    )
+
+
+class Ledger:
+    """Read and write ledger rows. Each call is one short transaction."""
+
+    def __init__(self, conn_factory: ConnFactory) -> None:
+        self._connect = conn_factory
+
+    def ensure_schema(self) -> None:
+        """Create the table if it does not exist (idempotent)."""
+        try:
+            with transaction(self._connect) as cur:
+                for stmt in _statements(schema_sql()):
+                    cur.execute(stmt)
+        except pymysql.MySQLError as err:
+            raise WriteBackError(f"ledger schema: {err}") from err
+
+    def get(self, unit_kind: UnitKind, unit_uuid: str) -> LedgerEntry | None:
+        return self._one(f"{_SELECT} WHERE unit_kind = %s AND unit_uuid = %s", (unit_kind, unit_uuid))
+
+    def get_by_code(self, code: str) -> LedgerEntry | None:
+        return self._one(f"{_SELECT} WHERE claim_code = %s", (code,))
+
+    def upsert(self, entry: LedgerEntry) -> LedgerEntry:
+        """Insert or replace the row of ``(unit_kind, unit_uuid)``; return it as stored.
+
+        ``created_at`` is kept from the first insert; ``updated_at`` moves on every change.
+        A claim code already used by another unit raises :class:`WriteBackError`.
+        """
+        placeholders = ", ".join(["%s"] * len(_COLUMNS))
+        updates = ", ".join(f"{c} = VALUES({c})" for c in _COLUMNS[2:])
+        sql = (
+            f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608 - constants only
+            f"ON DUPLICATE KEY UPDATE {updates}, updated_at = CURRENT_TIMESTAMP(6)"
+        )
+        try:
+            with transaction(self._connect) as cur:
+                cur.execute(sql, _entry_values(entry))
+                cur.execute(f"{_SELECT} WHERE unit_kind = %s AND unit_uuid = %s", (entry.unit_kind, entry.unit_uuid))
+                row = cur.fetchone()
+        except pymysql.MySQLError as err:
+            raise WriteBackError(f"ledger upsert {entry.unit_kind}/{entry.unit_uuid}: {err}") from err
+        if row is None or row["unit_uuid"] != entry.unit_uuid:  # pragma: no cover - defensive
+            raise WriteBackError(f"ledger upsert {entry.unit_kind}/{entry.unit_uuid}: row not found after write")
+        return _row_to_entry(row)
+
+    def list_by_state(self, states: Iterable[State]) -> list[LedgerEntry]:
+        """Rows in any of ``states``, oldest change first."""
+        wanted = [State(s).value for s in states]
+        if not wanted:
+            return []
+        marks = ", ".join(["%s"] * len(wanted))
+        return self._many(f"{_SELECT} WHERE state IN ({marks}) ORDER BY updated_at, ledger_id", tuple(wanted))
+
+    def held(self) -> list[LedgerEntry]:
+        """Every held claim: what billing staff must look at."""
+        return self.list_by_state([State.HELD])
+
+    def _one(self, sql: str, args: tuple[Any, ...]) -> LedgerEntry | None:
+        rows = self._many(sql, args)
+        return rows[0] if rows else None
+
+    def _many(self, sql: str, args: tuple[Any, ...]) -> list[LedgerEntry]:
+        try:
+            with transaction(self._connect) as cur:
+                cur.execute(sql, args)
+                rows = cur.fetchall()
+        except pymysql.MySQLError as err:
+            raise WriteBackError(f"ledger read: {err}") from err
+        return [_row_to_entry(r) for r in rows]
