@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS cdc_claims_ledger (
   encounter_uuids      TEXT         NULL,
   openimis_claim_uuid  VARCHAR(64)  NULL,
   last_error           TEXT         NULL,
+  draft_json           MEDIUMTEXT   NULL,  -- the claim as last sent (the poller normalizes later responses against it)
   created_at           DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
   updated_at           DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
   PRIMARY KEY (ledger_id),

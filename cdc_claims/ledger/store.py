@@ -40,6 +40,7 @@ _COLUMNS = (
     "encounter_uuids",
     "openimis_claim_uuid",
     "last_error",
+    "draft_json",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)}, created_at, updated_at FROM {TABLE}"  # noqa: S608 - constants only
 
@@ -62,6 +63,7 @@ class LedgerEntry:
     encounter_uuids: tuple[str, ...] = ()
     openimis_claim_uuid: str | None = None
     last_error: str | None = None
+    draft_json: str | None = None  # ClaimDraft JSON as last sent
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -93,6 +95,7 @@ def _row_to_entry(row: dict[str, Any]) -> LedgerEntry:
         encounter_uuids=tuple(u for u in encounters.split(",") if u),
         openimis_claim_uuid=row["openimis_claim_uuid"],
         last_error=row["last_error"],
+        draft_json=row["draft_json"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -114,6 +117,7 @@ def _entry_values(entry: LedgerEntry) -> tuple[Any, ...]:
         ",".join(entry.encounter_uuids),
         entry.openimis_claim_uuid,
         entry.last_error,
+        entry.draft_json,
     )
 
 

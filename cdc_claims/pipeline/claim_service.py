@@ -25,10 +25,11 @@ from typing import Any, Literal
 from cdc_claims import metrics
 from cdc_claims.assemble.model import ClaimContext, ClaimDraft
 from cdc_claims.errors import HELD_REASONS, ClaimRefused, DuplicateClaimCode, NotClaimable
+from cdc_claims.ledger.store import LedgerEntry
 from cdc_claims.lifecycle import OPENIMIS_STATUS, SUBMITTED_STATES, Event, State, advance
 from cdc_claims.log import get_logger
 from cdc_claims.pipeline.ports import ClaimApi, DraftBuilder, LedgerPort, Publisher, Reader, Renderer, UnitRef
-from cdc_claims.reply.model import NormalizedResponse, ReplyMessage, Timings
+from cdc_claims.reply.model import NormalizedResponse, ReplyMessage, Timings, encode_draft
 
 log = get_logger(__name__)
 
@@ -167,19 +168,22 @@ class ClaimService:
             return UnitResult(unit, "changed_after_submit", code, reason=held.reason)
         new_state = State.CANCELLED if held.reason == "voided" else State.HELD
         kind: Literal["held", "cancelled"] = "cancelled" if new_state is State.CANCELLED else "held"
-        self._ledger.record(
-            unit_kind=ctx.unit_kind,
-            unit_uuid=ctx.unit_uuid,
-            claim_code=code or f"unclaimed:{ctx.unit_uuid}",
-            revision=entry.revision if entry is not None else 0,
-            content_hash=entry.content_hash if entry is not None else "",
-            state=new_state.value,
-            reason=held.reason,
-            detail=held.detail[:2000],
-            attempts=entry.attempts if entry is not None else 0,
-            patient_uuid=ctx.patient.uuid,
-            visit_uuid=ctx.visit.uuid,
-            encounter_uuids=[e.uuid for e in ctx.encounters],
+        self._ledger.upsert(
+            LedgerEntry(
+                unit_kind=ctx.unit_kind,
+                unit_uuid=ctx.unit_uuid,
+                state=new_state,
+                claim_code=code or None,
+                revision=entry.revision if entry is not None else 0,
+                content_hash=entry.content_hash if entry is not None else "",
+                reason=held.reason,
+                detail=held.detail[:2000],
+                attempts=entry.attempts if entry is not None else 0,
+                patient_uuid=ctx.patient.uuid,
+                visit_uuid=ctx.visit.uuid,
+                encounter_uuids=tuple(e.uuid for e in ctx.encounters),
+                draft_json=entry.draft_json if entry is not None else None,
+            )
         )
         self._pub.held(ctx.unit_uuid, _held_payload(ctx, code or None, held.reason, held.detail, kind))
         self._pub.flush()
@@ -209,20 +213,23 @@ class ClaimService:
         detail: str | None = None,
         openimis_claim_uuid: str | None = None,
     ) -> None:
-        self._ledger.record(
-            unit_kind=ctx.unit_kind,
-            unit_uuid=ctx.unit_uuid,
-            claim_code=draft.code,
-            revision=_revision_of(draft.code),
-            content_hash=draft.content_hash,
-            state=state.value,
-            reason=reason,
-            detail=detail,
-            attempts=attempts,
-            patient_uuid=ctx.patient.uuid,
-            visit_uuid=ctx.visit.uuid,
-            encounter_uuids=list(draft.encounter_uuids),
-            openimis_claim_uuid=openimis_claim_uuid,
+        self._ledger.upsert(
+            LedgerEntry(
+                unit_kind=ctx.unit_kind,
+                unit_uuid=ctx.unit_uuid,
+                state=state,
+                claim_code=draft.code,
+                revision=_revision_of(draft.code),
+                content_hash=draft.content_hash,
+                reason=reason,
+                detail=detail,
+                attempts=attempts,
+                patient_uuid=ctx.patient.uuid,
+                visit_uuid=ctx.visit.uuid,
+                encounter_uuids=draft.encounter_uuids,
+                openimis_claim_uuid=openimis_claim_uuid,
+                draft_json=encode_draft(draft),
+            )
         )
 
 

@@ -39,9 +39,7 @@ def make_consumer(settings: KafkaSettings, topics: Iterable[str], *, group_id: s
 def commit(consumer: KafkaConsumer, offsets: Mapping[tuple[str, int], int]) -> None:
     """Commit ``{(topic, partition): next_offset}`` synchronously."""
     if offsets:
-        consumer.commit(
-            offsets={TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
-        )
+        consumer.commit(offsets={TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
 
 
 def make_producer(settings: KafkaSettings, client_id: str) -> KafkaProducer:
@@ -66,9 +64,7 @@ class KafkaPublisher:
         self._settings = settings
 
     def reply(self, message: ReplyMessage) -> None:
-        self._producer.send(
-            self._settings.reply_topic, key=message.claim.code.encode(), value=encode_reply(message)
-        )
+        self._producer.send(self._settings.reply_topic, key=message.claim.code.encode(), value=encode_reply(message))
 
     def held(self, key: str, payload: Mapping[str, Any]) -> None:
         self._producer.send(self._settings.held_topic, key=key.encode(), value=_json(payload))

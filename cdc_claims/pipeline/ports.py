@@ -7,12 +7,13 @@ in production with the real adapters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal, Protocol
 
 from cdc_claims.assemble.model import ClaimContext, ClaimDraft, UnitKind
+from cdc_claims.ledger.store import LedgerEntry
 from cdc_claims.reply.model import ReplyMessage
 
 JsonDict = dict[str, Any]
@@ -61,33 +62,8 @@ class Publisher(Protocol):
     def flush(self) -> None: ...
 
 
-class LedgerRow(Protocol):
-    unit_kind: str
-    unit_uuid: str
-    claim_code: str
-    revision: int
-    content_hash: str
-    state: str
-    attempts: int
-
-
 class LedgerPort(Protocol):
-    def get(self, unit_kind: str, unit_uuid: str) -> Any: ...
-    def record(
-        self,
-        *,
-        unit_kind: str,
-        unit_uuid: str,
-        claim_code: str,
-        revision: int,
-        content_hash: str,
-        state: str,
-        reason: str | None,
-        detail: str | None,
-        attempts: int,
-        patient_uuid: str,
-        visit_uuid: str,
-        encounter_uuids: Sequence[str],
-        openimis_claim_uuid: str | None = None,
-        last_error: str | None = None,
-    ) -> None: ...
+    """The claim ledger (``cdc_claims.ledger.store.Ledger``)."""
+
+    def get(self, unit_kind: UnitKind, unit_uuid: str) -> LedgerEntry | None: ...
+    def upsert(self, entry: LedgerEntry) -> LedgerEntry: ...

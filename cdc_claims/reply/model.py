@@ -75,3 +75,14 @@ def encode_reply(message: ReplyMessage) -> bytes:
 
 def decode_reply(raw: bytes) -> ReplyMessage:
     return _REPLY.validate_json(raw)
+
+
+_DRAFT = TypeAdapter(ClaimDraft)
+
+
+def encode_draft(draft: ClaimDraft) -> str:
+    return _DRAFT.dump_json(draft).decode()
+
+
+def decode_draft(raw: str | bytes) -> ClaimDraft:
+    return _DRAFT.validate_json(raw)

@@ -19,6 +19,8 @@ from cdc_claims.assemble.model import (
     Visit,
 )
 from cdc_claims.errors import ClaimRefused, DuplicateClaimCode, NotClaimable, TransientSubmitError
+from cdc_claims.ledger.store import LedgerEntry
+from cdc_claims.lifecycle import State
 from cdc_claims.pipeline.claim_service import ClaimService
 from cdc_claims.pipeline.ports import UnitRef
 from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage
@@ -58,24 +60,11 @@ def _draft(ctx: ClaimContext, revision: int, content: str) -> ClaimDraft:
 
 
 @dataclass
-class Row:
-    unit_kind: str
-    unit_uuid: str
-    claim_code: str
-    revision: int
-    content_hash: str
-    state: str
-    attempts: int
-    reason: str | None = None
-    detail: str | None = None
-
-
-@dataclass
 class World:
     content: str = "h1"
     held_reason: str | None = None
     submit_error: Exception | None = None
-    ledger: dict[tuple[str, str], Row] = field(default_factory=dict)
+    ledger: dict[tuple[str, str], LedgerEntry] = field(default_factory=dict)
     history: list[tuple[str, str]] = field(default_factory=list)  # (event, state/code) in order
     posts: list[dict[str, Any]] = field(default_factory=list)
     replies: list[ReplyMessage] = field(default_factory=list)
@@ -130,13 +119,13 @@ class World:
     def flush(self) -> None:
         self.history.append(("flush", ""))
 
-    def get(self, unit_kind: str, unit_uuid: str) -> Row | None:
+    def get(self, unit_kind: str, unit_uuid: str) -> LedgerEntry | None:
         return self.ledger.get((unit_kind, unit_uuid))
 
-    def record(self, **kw: Any) -> None:
-        row = Row(**{k: kw[k] for k in Row.__dataclass_fields__ if k in kw})
-        self.ledger[(row.unit_kind, row.unit_uuid)] = row
-        self.history.append(("ledger", row.state))
+    def upsert(self, entry: LedgerEntry) -> LedgerEntry:
+        self.ledger[(entry.unit_kind, entry.unit_uuid)] = entry
+        self.history.append(("ledger", entry.state.value))
+        return entry
 
 
 class _Pub:
@@ -184,12 +173,14 @@ def test_crash_after_post_before_reply_recovers_without_duplicate() -> None:
     """Ledger says submitting (the POST went through, the process died before the reply)."""
     w = World()
     w.in_openimis.add("RAHOS001-enc-1")
-    w.ledger[("encounter", "enc-1")] = Row("encounter", "enc-1", "RAHOS001-enc-1", 0, "h1", "submitting", 1)
+    w.ledger[("encounter", "enc-1")] = LedgerEntry(
+        "encounter", "enc-1", State.SUBMITTING, "RAHOS001-enc-1", 0, "h1", attempts=1
+    )
     result = service(w).process(UNIT)
     assert result.outcome == "replayed"
     assert len(w.in_openimis) == 1  # no second claim in openIMIS
     assert w.replies[0].claim.code == "RAHOS001-enc-1"
-    assert w.ledger[("encounter", "enc-1")].state == "checked"
+    assert w.ledger[("encounter", "enc-1")].state is State.CHECKED
 
 
 def test_content_changed_after_submit_is_not_resent_under_the_same_code() -> None:
@@ -219,7 +210,7 @@ def test_not_claimable_is_recorded_and_published(reason: str, state: str, outcom
     result = service(w).process(UNIT)
     assert result.outcome == outcome and result.reason == reason
     row = w.ledger[("encounter", "enc-1")]
-    assert (row.state, row.reason) == (state, reason)
+    assert (row.state.value, row.reason) == (state, reason)
     assert w.held[0]["reason"] == reason and w.held[0]["unit_uuid"] == "enc-1"
     assert not w.posts
 
@@ -236,7 +227,7 @@ def test_refused_claim_is_failed_with_the_openimis_text() -> None:
     result = service(w).process(UNIT)
     assert result.outcome == "failed"
     row = w.ledger[("encounter", "enc-1")]
-    assert row.state == "failed" and "Diagnosis matching" in (row.detail or "")
+    assert row.state is State.FAILED and "Diagnosis matching" in (row.detail or "")
     assert w.held[0]["kind"] == "failed"
 
 
@@ -244,7 +235,7 @@ def test_transient_error_propagates_and_leaves_the_write_ahead_row() -> None:
     w = World(submit_error=TransientSubmitError("openHIM 500"))
     with pytest.raises(TransientSubmitError):
         service(w).process(UNIT)
-    assert w.ledger[("encounter", "enc-1")].state == "submitting"
+    assert w.ledger[("encounter", "enc-1")].state is State.SUBMITTING
     assert not w.replies
     w.submit_error = None
     assert service(w).process(UNIT).outcome == "submitted"
@@ -257,7 +248,7 @@ def test_voided_after_submit_is_a_notice_not_a_silent_drop() -> None:
     w.held_reason = "voided"
     result = service(w).process(UNIT)
     assert result.outcome == "changed_after_submit"
-    assert w.ledger[("encounter", "enc-1")].state == "checked"
+    assert w.ledger[("encounter", "enc-1")].state is State.CHECKED
     assert w.held[-1]["kind"] == "notice"
 
 
