@@ -1,0 +1,229 @@
+"""The consumer role: Debezium records -> settled units -> claims, offsets committed last.
+
+One ``step()``: poll, parse, group by transaction, record what each completed transaction
+touched, run every unit whose settle window passed through the claim service, then commit
+the offsets the :class:`~cdc_claims.pipeline.offsets.OffsetTracker` says are durable.
+
+The transaction id is the tag that ties records to units: a transaction's offsets are
+released only when every unit it touched is done (submitted and replied, held, or cancelled),
+so a transaction touching two encounters commits after both claims.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from cdc_claims import metrics
+from cdc_claims.capture import Position, Transaction, TransactionBuffer, parse_record, touched_by
+from cdc_claims.errors import CdcClaimsError, MalformedEvent
+from cdc_claims.log import get_logger
+from cdc_claims.pipeline.claim_service import ClaimService
+from cdc_claims.pipeline.offsets import OffsetTracker
+from cdc_claims.pipeline.ports import UnitRef
+from cdc_claims.settings import Settings
+from cdc_claims.settle import Due, SettleTracker, Unit
+
+log = get_logger(__name__)
+
+#: tables whose changes we read (anything else in an END is not waited for)
+CAPTURED_TABLES = (
+    "encounter",
+    "obs",
+    "orders",
+    "drug_order",
+    "encounter_diagnosis",
+    "encounter_provider",
+    "visit",
+    "visit_attribute",
+    "patient_identifier",
+    "person_attribute",
+)
+MAX_UNIT_ATTEMPTS = 8
+
+
+class Lookups(Protocol):
+    """The few database look-ups the consumer needs before a unit can be settled."""
+
+    def order_encounters(self, order_ids: Iterable[int]) -> Mapping[int, int]: ...
+    def encounter_visit(self, encounter_ids: Iterable[int]) -> Mapping[int, int]: ...
+    def patient_held_encounters(self, patient_ids: Iterable[int]) -> Iterable[tuple[str, int]]: ...
+
+
+class DeadLetterSink(Protocol):
+    def dead_letter(
+        self, *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, reason: str
+    ) -> None: ...
+
+    def held(self, key: str, payload: Mapping[str, Any]) -> None: ...
+    def flush(self) -> None: ...
+
+
+def data_topics(settings: Settings) -> list[str]:
+    return [settings.kafka.table_topic(t) for t in CAPTURED_TABLES] + [settings.kafka.transaction_topic]
+
+
+class ConsumerRole:
+    def __init__(
+        self,
+        *,
+        consumer: Any,
+        service: ClaimService,
+        lookups: Lookups,
+        sink: DeadLetterSink,
+        settings: Settings,
+        commit: Callable[[Any, dict[tuple[str, int], int]], None],
+        clock: Callable[[], float] = time.monotonic,
+        expire_after: float = 120.0,
+    ) -> None:
+        self._consumer = consumer
+        self._service = service
+        self._lookups = lookups
+        self._sink = sink
+        self._commit_fn = commit
+        self._clock = clock
+        self._expire_after = expire_after
+        self._tx_topic = settings.kafka.transaction_topic
+        self.buffer = TransactionBuffer(watched=[f"{settings.kafka.database}.{t}" for t in CAPTURED_TABLES])
+        self.settle = SettleTracker(settings.settle)
+        self.offsets = OffsetTracker()
+        self._commit_times: dict[Unit, tuple[int | None, int]] = {}
+        self._attempts: dict[Unit, int] = {}
+        self._last_commit = 0.0
+
+    # ------------------------------------------------------------------ loop
+    def step(self, timeout_ms: int = 200) -> None:
+        batches = self._consumer.poll(timeout_ms=timeout_ms)
+        now = self._clock()
+        for records in batches.values():
+            for record in records:
+                self._consume(record, now)
+        for tx in self.buffer.expire(now, self._expire_after):
+            log.warning("transaction_expired_incomplete", tx_id=tx.tx_id, rows=len(tx.rows))
+            self._on_transaction(tx, now)
+        self._settle(self._clock())
+        self._commit()
+        metrics.PENDING_UNITS.set(self.settle.pending_count)
+
+    def _consume(self, record: Any, now: float) -> None:
+        position = Position(record.topic, record.partition, record.offset)
+        if not self.offsets.track(position):
+            return  # same-position redelivery
+        table = record.topic.rsplit(".", 1)[-1] if record.topic != self._tx_topic else "transaction"
+        metrics.CHANGE_EVENTS.labels(table=table).inc()
+        try:
+            event = parse_record(
+                record.topic,
+                record.partition,
+                record.offset,
+                record.key,
+                record.value,
+                transaction_topic=self._tx_topic,
+            )
+        except MalformedEvent as err:
+            log.error("malformed_event", topic=record.topic, offset=record.offset, reason=err.reason)
+            self._sink.dead_letter(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
+                value=record.value,
+                reason=f"{err.reason}: {err}"[:500],
+            )
+            self._sink.flush()
+            self.offsets.done([position])
+            return
+        result = self.buffer.feed(event, now)
+        self.offsets.done(result.ignored)
+        for tx in result.completed:
+            self._on_transaction(tx, now)
+
+    def _on_transaction(self, tx: Transaction, now: float) -> None:
+        metrics.TRANSACTIONS.inc()
+        touches = touched_by(tx)
+        tag = tx.tx_id
+        captured_ms = int(time.time() * 1000)
+        units = set(self.settle.record(touches, now, tag=tag, visit_of=touches.encounter_visits))
+        if touches.order_ids_to_resolve:
+            for encounter_id in self._lookups.order_encounters(touches.order_ids_to_resolve).values():
+                unit = self.settle.touch_encounter(encounter_id, now, tag=tag)
+                if unit is not None:
+                    units.add(unit)
+        if touches.patient_ids:
+            # insurance number added or fixed: give the patient's held claims another go
+            for _uuid, encounter_id in self._lookups.patient_held_encounters(touches.patient_ids):
+                unit = self.settle.touch_encounter(encounter_id, now, tag=tag)
+                if unit is not None:
+                    units.add(unit)
+        awaiting = self.settle.needs_visit_lookup()
+        if awaiting:
+            found = self._lookups.encounter_visit(awaiting)
+            for encounter_id in awaiting:
+                unit = self.settle.resolve(encounter_id, found.get(encounter_id))
+                if unit is not None:
+                    units.add(unit)
+        for unit in units:
+            self._commit_times[unit] = (tx.commit_ts_ms, captured_ms)
+        if self.settle.holds(tag):
+            self.offsets.assign(tx.positions, tag)
+        else:
+            self.offsets.done(tx.positions)
+
+    # ------------------------------------------------------------------ settle -> claims
+    def _settle(self, now: float) -> None:
+        for due in self.settle.due(now):
+            if self._run_unit(due, now):
+                for tag in self.settle.done(due.unit, due.token):
+                    self.offsets.release(tag)
+                self._attempts.pop(due.unit, None)
+                self._commit_times.pop(due.unit, None)
+
+    def _run_unit(self, due: Due, now: float) -> bool:
+        committed_ms, captured_ms = self._commit_times.get(due.unit, (None, int(time.time() * 1000)))
+        ref = UnitRef(due.unit.kind, due.unit.id, committed_ms, captured_ms)
+        attempt = self._attempts.get(due.unit, 0) + 1
+        self._attempts[due.unit] = attempt
+        try:
+            self._service.process(ref)
+            return True
+        except CdcClaimsError as err:
+            if err.retriable:
+                delay = min(60.0, 2.0**attempt)
+                log.warning("unit_retry", unit=str(ref), reason=err.reason, attempt=attempt, delay=delay)
+                metrics.UPSTREAM_ERRORS.labels(kind=err.reason).inc()
+                self.settle.retry(due.unit, due.token, now, delay)
+                return False
+            return self._give_up(ref, err.reason, str(err))
+        except Exception as err:  # a bug must not stop every other claim: retry, then park visibly
+            log.exception("unit_failed_unexpectedly", unit=str(ref), attempt=attempt)
+            if attempt < MAX_UNIT_ATTEMPTS:
+                self.settle.retry(due.unit, due.token, now, min(60.0, 2.0**attempt))
+                return False
+            return self._give_up(ref, "internal_error", f"{type(err).__name__}: {err}")
+
+    def _give_up(self, ref: UnitRef, reason: str, text: str) -> bool:
+        """Permanent error outside the claim service's own paths: publish it, then move on."""
+        log.error("unit_parked", unit=str(ref), reason=reason, error=text[:300])
+        self._sink.held(
+            str(ref),
+            {"kind": "failed", "unit_kind": ref.kind, "unit_id": ref.id, "reason": reason, "detail": text[:2000]},
+        )
+        self._sink.flush()
+        metrics.CLAIMS_HELD.labels(reason=reason).inc()
+        return True
+
+    # ------------------------------------------------------------------ offsets
+    def _commit(self, force: bool = False) -> None:
+        now = self._clock()
+        if not force and now - self._last_commit < 1.0:
+            return
+        offsets = self.offsets.to_commit()
+        if offsets:
+            self._commit_fn(self._consumer, dict(offsets))
+            self.offsets.mark_committed(offsets)
+        self._last_commit = now
+
+    def close(self) -> None:
+        """Commit what is durable; pending units replay after a restart (nothing is lost)."""
+        self._commit(force=True)
