@@ -95,6 +95,9 @@ class BillableLine:
     drug_uuid: str | None = None
     order_type_uuid: str | None = None
     care_setting: str | None = None  # OUTPATIENT / INPATIENT
+    #: (source name, term code) of the concept's reference maps, for mapping rules keyed by a term
+    #: instead of a concept uuid; only the sources the mapping names are read.
+    concept_codes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

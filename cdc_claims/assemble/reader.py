@@ -1,0 +1,615 @@
+"""Read one claimable unit (an encounter, or a whole visit) from the OpenMRS database, as it is *now*.
+
+:class:`OpenMrsReader` is the only place that talks to OpenMRS. It runs a handful of batched
+``SELECT`` statements (SQL text in :mod:`cdc_claims.assemble.queries`) inside one read-only,
+consistent-snapshot transaction and returns a frozen :class:`~cdc_claims.assemble.model.ClaimContext`.
+It never selects patient names; rows are keyed by uuid.
+
+What "current" means (``shared/openmrs/DATA_MODEL.md`` §3-§5):
+
+* diagnoses from both models: non-voided ``Visit Diagnoses`` obs groups with their non-voided
+  members, minus groups whose ``Bahmni Diagnosis Revised`` member is True (GP ``concept.true``) and
+  ``Ruled Out`` ones; plus non-voided ``encounter_diagnosis`` rows (rank column ``rank`` on
+  OpenMRS 2.4, ``dx_rank`` on 2.5+, detected once);
+* orders that are still in force: not voided, not a DISCONTINUE row, no non-voided child through
+  ``previous_order_id`` (the child may sit in a later encounter of the visit);
+* procedures recorded as ``Operative Notes, Procedure`` obs (coded answers);
+* consultation lines derived from the encounter type (and visit type) by configuration.
+
+Metadata (concept ids of the diagnosis concepts, ICD source, insurance number type, order types,
+rank column) is resolved by uuid or name on first use and cached for the reader's lifetime.
+A voided encounter or visit comes back with ``voided=True`` and no content; the mapping holds it.
+Database errors become :class:`~cdc_claims.errors.SourceUnavailable` (retriable).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pymysql
+import pymysql.cursors
+
+from cdc_claims.assemble import queries as q
+from cdc_claims.assemble.model import (
+    BillableLine,
+    Certainty,
+    ClaimContext,
+    Diagnosis,
+    Encounter,
+    LineKind,
+    Location,
+    Patient,
+    Provider,
+    UnitKind,
+    Visit,
+)
+from cdc_claims.assemble.selection import derive_consultations
+from cdc_claims.errors import ConfigError, NotClaimable, SourceUnavailable
+from cdc_claims.mapping.model import DEFAULT_ICD_SOURCE_NAMES, OPERATIVE_NOTES_PROCEDURE, ClaimMapping, ConsultationRule
+
+Row = dict[str, Any]
+ConnFactory = Callable[[], "pymysql.connections.Connection[Any]"]
+
+_MAX_LOCATION_DEPTH = 10
+
+
+@dataclass(frozen=True)
+class DiagnosisConcepts:
+    """The emrapi/Bahmni diagnosis concepts, by uuid (DATA_MODEL §3.1). Resolved to ids per database."""
+
+    group: str = "81c5840e-3f10-11e4-adec-0800271c1b75"  # Visit Diagnoses
+    coded: str = "81c7149b-3f10-11e4-adec-0800271c1b75"  # Coded Diagnosis
+    non_coded: str = "81c66271-3f10-11e4-adec-0800271c1b75"  # Non-coded Diagnosis
+    certainty: str = "81c7d52c-3f10-11e4-adec-0800271c1b75"  # Diagnosis Certainty
+    confirmed: str = "81c90d57-3f10-11e4-adec-0800271c1b75"  # Confirmed
+    order: str = "81c9da5f-3f10-11e4-adec-0800271c1b75"  # Diagnosis order
+    primary: str = "81cafebe-3f10-11e4-adec-0800271c1b75"  # Primary
+    status: str = "82389c0c-3f10-11e4-adec-0800271c1b75"  # Bahmni Diagnosis Status
+    ruled_out: str = "823051c4-3f10-11e4-adec-0800271c1b75"  # Ruled Out Diagnosis
+    revised: str = "823a4d34-3f10-11e4-adec-0800271c1b75"  # Bahmni Diagnosis Revised
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """What the reader needs from the mapping file (build it with :meth:`from_mapping`)."""
+
+    insurance_identifier_type: str | None = None  # uuid or name
+    insurance_attribute_type: str | None = None  # uuid or name
+    icd_source_uuid: str | None = None
+    icd_source_names: tuple[str, ...] = DEFAULT_ICD_SOURCE_NAMES
+    lab_order_types: tuple[str, ...] = ("Lab Order",)
+    radiology_order_types: tuple[str, ...] = ("Radiology Order",)
+    procedure_order_types: tuple[str, ...] = ("Procedure Order",)
+    procedure_obs_concepts: tuple[str, ...] = (OPERATIVE_NOTES_PROCEDURE,)
+    consultations: tuple[ConsultationRule, ...] = ()
+    term_sources: tuple[str, ...] = ()  # concept source names whose terms lines carry (concept_terms rules)
+    diagnosis_concepts: DiagnosisConcepts = field(default_factory=DiagnosisConcepts)
+
+    @classmethod
+    def from_mapping(cls, mapping: ClaimMapping) -> ReaderConfig:
+        return cls(
+            insurance_identifier_type=mapping.insurance_number.patient_identifier_type,
+            insurance_attribute_type=mapping.insurance_number.person_attribute_type,
+            icd_source_uuid=mapping.icd10.source.uuid,
+            icd_source_names=mapping.icd10.source.names,
+            lab_order_types=mapping.order_types.lab,
+            radiology_order_types=mapping.order_types.radiology,
+            procedure_order_types=mapping.order_types.procedure,
+            procedure_obs_concepts=mapping.procedure_obs_concepts,
+            consultations=mapping.consultations,
+            term_sources=tuple(sorted({rule.source for rule in mapping.concept_terms})),
+        )
+
+
+@dataclass(frozen=True)
+class PatientUnits:
+    """Non-voided encounters and visits of one patient (e.g. to re-examine after an insurance number appears)."""
+
+    encounter_ids: tuple[int, ...]
+    visit_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Meta:
+    dx: dict[str, int | None]  # DiagnosisConcepts field name -> concept id (None: not in this database)
+    true_id: int | None
+    icd_sources: tuple[int, ...]
+    insurance_type_id: int
+    rank_column: str | None  # None: no encounter_diagnosis table
+    order_kinds: dict[int, LineKind]
+    procedure_concepts: tuple[int, ...]
+    term_sources: dict[int, str]
+
+
+class OpenMrsReader:
+    """Reads :class:`ClaimContext` snapshots. ``conn_factory`` returns a new SELECT-only connection."""
+
+    def __init__(self, conn_factory: ConnFactory, config: ReaderConfig) -> None:
+        self._conn_factory = conn_factory
+        self._config = config
+        self._meta_cache: _Meta | None = None
+
+    # ---- public API --------------------------------------------------------------------
+
+    def resolve(self) -> None:
+        """Resolve and cache the metadata now (start-up check); raises ConfigError if missing."""
+        with self._cursor() as cur:
+            self._meta(cur)
+
+    def read_encounter(self, encounter: int | str) -> ClaimContext:
+        """The encounter (by id or uuid) with its visit, patient, current diagnoses and lines."""
+        with self._cursor() as cur:
+            meta = self._meta(cur)
+            by_uuid = isinstance(encounter, str)
+            enc = _one(cur, q.ENCOUNTER_BY_UUID if by_uuid else q.ENCOUNTER_BY_ID, (encounter,))
+            if enc is None:
+                raise NotClaimable("voided", f"encounter {encounter} not found (purged?)")
+            if enc["visit_id"] is None:
+                raise NotClaimable("no_billable_lines", f"encounter {enc['uuid']} has no visit")
+            visit = _one(cur, q.VISIT_BY_ID, (enc["visit_id"],))
+            if visit is None:  # pragma: no cover - foreign key
+                raise NotClaimable("voided", f"visit of encounter {enc['uuid']} not found")
+            voided = bool(enc["voided"]) or bool(visit["voided"])
+            return self._build(
+                cur, meta, unit_kind="encounter", unit_uuid=enc["uuid"], vrow=visit, erows=[enc], voided=voided
+            )
+
+    def read_visit(self, visit: int | str) -> ClaimContext:
+        """The visit (by id or uuid) with all its non-voided encounters and their content."""
+        with self._cursor() as cur:
+            meta = self._meta(cur)
+            by_uuid = isinstance(visit, str)
+            vrow = _one(cur, q.VISIT_BY_UUID if by_uuid else q.VISIT_BY_ID, (visit,))
+            if vrow is None:
+                raise NotClaimable("voided", f"visit {visit} not found (purged?)")
+            encs = _all(cur, q.ENCOUNTERS_OF_VISIT, (vrow["visit_id"],))
+            active = [e for e in encs if not e["voided"]]
+            voided = bool(vrow["voided"]) or (bool(encs) and not active)
+            return self._build(
+                cur, meta, unit_kind="visit", unit_uuid=vrow["uuid"], vrow=vrow, erows=active or encs, voided=voided
+            )
+
+    def encounter_visit(self, encounter_ids: Iterable[int]) -> dict[int, int]:
+        """encounter_id -> visit_id (encounters without a visit are left out)."""
+        ids = sorted(set(encounter_ids))
+        if not ids:
+            return {}
+        with self._cursor() as cur:
+            rows = _all(cur, q.ENCOUNTER_VISITS.format(ids=q.in_list(len(ids))), ids)
+        return {int(r["encounter_id"]): int(r["visit_id"]) for r in rows}
+
+    def order_encounters(self, order_ids: Iterable[int]) -> dict[int, int]:
+        """order_id -> encounter_id (for ``drug_order`` change rows, which carry only the order id)."""
+        ids = sorted(set(order_ids))
+        if not ids:
+            return {}
+        with self._cursor() as cur:
+            rows = _all(cur, q.ORDER_ENCOUNTERS.format(ids=q.in_list(len(ids))), ids)
+        return {int(r["order_id"]): int(r["encounter_id"]) for r in rows}
+
+    def patient_units(self, patient_id: int) -> PatientUnits:
+        with self._cursor() as cur:
+            encs = _all(cur, q.PATIENT_ENCOUNTERS, (patient_id,))
+            visits = _all(cur, q.PATIENT_VISITS, (patient_id,))
+        return PatientUnits(tuple(int(r["encounter_id"]) for r in encs), tuple(int(r["visit_id"]) for r in visits))
+
+    # ---- connection --------------------------------------------------------------------
+
+    @contextmanager
+    def _cursor(self) -> Iterator[pymysql.cursors.DictCursor]:
+        conn: pymysql.connections.Connection[Any] | None = None
+        try:
+            conn = self._conn_factory()
+            with conn.cursor(pymysql.cursors.DictCursor) as cur:
+                cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                try:
+                    yield cur
+                finally:
+                    conn.rollback()
+        except pymysql.MySQLError as err:
+            code = err.args[0] if err.args else "?"
+            raise SourceUnavailable(f"OpenMRS database: {type(err).__name__} ({code})") from err
+        finally:
+            if conn is not None:
+                with suppress(pymysql.MySQLError):
+                    conn.close()
+
+    # ---- metadata ----------------------------------------------------------------------
+
+    def _meta(self, cur: pymysql.cursors.DictCursor) -> _Meta:
+        if self._meta_cache is None:
+            self._meta_cache = self._resolve_meta(cur)
+        return self._meta_cache
+
+    def _resolve_meta(self, cur: pymysql.cursors.DictCursor) -> _Meta:
+        cfg = self._config
+        problems: list[str] = []
+        dxc = cfg.diagnosis_concepts
+        names = [n for n in dxc.__dataclass_fields__]
+        uuids = [getattr(dxc, n) for n in names] + list(cfg.procedure_obs_concepts)
+        found = {
+            r["uuid"]: int(r["concept_id"])
+            for r in _all(cur, q.CONCEPT_IDS_BY_UUID.format(ids=q.in_list(len(uuids))), uuids)
+        }
+        dx = {n: found.get(getattr(dxc, n)) for n in names}
+
+        true_id: int | None = None
+        gp = _one(cur, q.GLOBAL_PROPERTY, ("concept.true",))
+        value = str(gp["property_value"]).strip() if gp and gp["property_value"] is not None else ""
+        if value.isdigit():
+            true_id = int(value)
+        elif value:
+            row = _one(cur, q.CONCEPT_IDS_BY_UUID.format(ids="%s"), (value,))
+            true_id = int(row["concept_id"]) if row else None
+
+        src_names = list(cfg.icd_source_names) or [""]
+        src_rows = _all(
+            cur,
+            q.CONCEPT_SOURCE_IDS.format(names=q.in_list(len(src_names))),
+            [cfg.icd_source_uuid or "", *src_names],
+        )
+        icd_sources = tuple(sorted(int(r["concept_source_id"]) for r in src_rows))
+        if not icd_sources:
+            problems.append(f"ICD-10 concept source not found (uuid {cfg.icd_source_uuid}, names {src_names})")
+
+        insurance_type_id = 0
+        if cfg.insurance_identifier_type is not None:
+            key = cfg.insurance_identifier_type
+            row = _one(cur, q.PATIENT_IDENTIFIER_TYPE, (key, key))
+        else:
+            key = cfg.insurance_attribute_type or ""
+            row = _one(cur, q.PERSON_ATTRIBUTE_TYPE, (key, key))
+        if row is None:
+            problems.append(f"insurance number type {key!r} not found")
+        else:
+            insurance_type_id = int(next(iter(row.values())))
+
+        rank_column = _rank_column(cur)
+        order_kinds = read_order_kinds(cur, cfg)
+
+        procedure_concepts = tuple(found[u] for u in cfg.procedure_obs_concepts if u in found)
+
+        term_sources: dict[int, str] = {}
+        if cfg.term_sources:
+            rows = _all(
+                cur, q.CONCEPT_SOURCE_IDS_BY_NAME.format(names=q.in_list(len(cfg.term_sources))), cfg.term_sources
+            )
+            term_sources = {int(r["concept_source_id"]): str(r["name"]) for r in rows}
+            missing = sorted(set(cfg.term_sources) - set(term_sources.values()))
+            if missing:
+                problems.append(f"concept source(s) named in concept_terms not found: {', '.join(missing)}")
+
+        if problems:
+            raise ConfigError("mapping does not match the OpenMRS database: " + "; ".join(problems))
+        return _Meta(
+            dx, true_id, icd_sources, insurance_type_id, rank_column, order_kinds, procedure_concepts, term_sources
+        )
+
+    # ---- assembling --------------------------------------------------------------------
+
+    def _build(
+        self,
+        cur: pymysql.cursors.DictCursor,
+        meta: _Meta,
+        *,
+        unit_kind: UnitKind,
+        unit_uuid: str,
+        vrow: Row,
+        erows: Sequence[Row],
+        voided: bool,
+    ) -> ClaimContext:
+        patient = self._patient(cur, meta, int(vrow["patient_id"]))
+        loc_ids = {int(r["location_id"]) for r in erows if r["location_id"] is not None}
+        if vrow["location_id"] is not None:
+            loc_ids.add(int(vrow["location_id"]))
+        locations = read_locations(cur, loc_ids)
+        enc_ids = [int(r["encounter_id"]) for r in erows]
+        providers: dict[int, list[Provider]] = defaultdict(list)
+        if enc_ids:
+            for r in _all(cur, q.ENCOUNTER_PROVIDERS.format(ids=q.in_list(len(enc_ids))), enc_ids):
+                providers[int(r["encounter_id"])].append(Provider(int(r["provider_id"]), str(r["uuid"])))
+        visit = Visit(
+            visit_id=int(vrow["visit_id"]),
+            uuid=str(vrow["uuid"]),
+            type_uuid=str(vrow["type_uuid"]),
+            type_name=str(vrow["type_name"]),
+            date_started=vrow["date_started"],
+            date_stopped=vrow["date_stopped"],
+            voided=bool(vrow["voided"]),
+            location=locations.get(vrow["location_id"]) if vrow["location_id"] is not None else None,
+        )
+        encounters = tuple(
+            Encounter(
+                encounter_id=int(r["encounter_id"]),
+                uuid=str(r["uuid"]),
+                type_uuid=str(r["type_uuid"]),
+                type_name=str(r["type_name"]),
+                encounter_datetime=r["encounter_datetime"],
+                voided=bool(r["voided"]) or voided,
+                location=locations.get(r["location_id"]) if r["location_id"] is not None else None,
+                providers=tuple(providers.get(int(r["encounter_id"]), ())),
+            )
+            for r in erows
+        )
+        diagnoses: tuple[Diagnosis, ...] = ()
+        lines: tuple[BillableLine, ...] = ()
+        live = [e for e in encounters if not e.voided]
+        if not voided and live:
+            uuids = {e.encounter_id: e.uuid for e in live}
+            diagnoses = self._diagnoses(cur, meta, uuids)
+            lines = self._lines(cur, meta, uuids) + derive_consultations(live, visit, self._config.consultations)
+        return ClaimContext(
+            unit_kind=unit_kind,
+            unit_uuid=unit_uuid,
+            patient=patient,
+            visit=visit,
+            encounters=encounters,
+            diagnoses=diagnoses,
+            lines=lines,
+            read_at=datetime.now(UTC),
+        )
+
+    def _patient(self, cur: pymysql.cursors.DictCursor, meta: _Meta, patient_id: int) -> Patient:
+        row = _one(cur, q.PATIENT, (patient_id,))
+        if row is None:  # pragma: no cover - foreign key
+            raise NotClaimable("voided", f"patient {patient_id} not found")
+        sql = q.INSURANCE_FROM_IDENTIFIER if self._config.insurance_identifier_type else q.INSURANCE_FROM_ATTRIBUTE
+        ins = _one(cur, sql, (patient_id, meta.insurance_type_id))
+        number = str(next(iter(ins.values()))).strip() if ins else ""
+        return Patient(
+            patient_id=patient_id,
+            uuid=str(row["uuid"]),
+            gender=row["gender"],
+            birthdate=row["birthdate"],
+            insurance_number=number or None,
+        )
+
+    def _diagnoses(
+        self, cur: pymysql.cursors.DictCursor, meta: _Meta, enc_uuids: dict[int, str]
+    ) -> tuple[Diagnosis, ...]:
+        ids = list(enc_uuids)
+        found: list[tuple[str, str, int, int | None, Certainty, bool, datetime]] = []
+        dx = meta.dx
+        if dx["group"] is not None:
+            groups: dict[int, list[Row]] = defaultdict(list)
+            for r in _all(cur, q.DIAGNOSIS_OBS.format(ids=q.in_list(len(ids))), [*ids, dx["group"]]):
+                groups[int(r["group_id"])].append(r)
+            for members in groups.values():
+                by_concept = {int(m["member_concept_id"]): m for m in members}
+
+                def value(role: str, by_concept: dict[int, Row] = by_concept) -> Row | None:
+                    cid = dx[role]
+                    return by_concept.get(cid) if cid is not None else None
+
+                revised, status = value("revised"), value("status")
+                if revised is not None and meta.true_id is not None and revised["value_coded"] == meta.true_id:
+                    continue
+                if status is not None and dx["ruled_out"] is not None and status["value_coded"] == dx["ruled_out"]:
+                    continue
+                coded, non_coded = value("coded"), value("non_coded")
+                concept_id = int(coded["value_coded"]) if coded and coded["value_coded"] is not None else None
+                if concept_id is None and not (non_coded and non_coded["value_text"]):
+                    continue  # an incomplete group: nothing diagnosed
+                certainty, order = value("certainty"), value("order")
+                confirmed = certainty is not None and certainty["value_coded"] == dx["confirmed"]
+                primary = order is not None and order["value_coded"] == dx["primary"]
+                head = members[0]
+                found.append(
+                    (
+                        "obs",
+                        str(head["group_uuid"]),
+                        int(head["encounter_id"]),
+                        concept_id,
+                        "CONFIRMED" if confirmed else "PROVISIONAL",
+                        primary,
+                        head["obs_datetime"],
+                    )
+                )
+        if meta.rank_column is not None:
+            sql = q.ENCOUNTER_DIAGNOSES.format(rank=meta.rank_column, ids=q.in_list(len(ids)))
+            for r in _all(cur, sql, ids):
+                concept_id = int(r["diagnosis_coded"]) if r["diagnosis_coded"] is not None else None
+                if concept_id is None and not r["diagnosis_non_coded"]:
+                    continue
+                cert: Certainty = "CONFIRMED" if str(r["certainty"]).upper() == "CONFIRMED" else "PROVISIONAL"
+                found.append(
+                    (
+                        "encounter_diagnosis",
+                        str(r["uuid"]),
+                        int(r["encounter_id"]),
+                        concept_id,
+                        cert,
+                        r["dx_rank"] == 1,
+                        r["date_created"],
+                    )
+                )
+        icd = self._icd_codes(cur, meta, {f[3] for f in found if f[3] is not None})
+        return tuple(
+            Diagnosis(
+                source=src,  # type: ignore[arg-type]
+                ref_uuid=ref,
+                encounter_uuid=enc_uuids[enc_id],
+                concept_id=cid,
+                concept_uuid=icd[cid][0] if cid is not None else None,
+                icd10=icd[cid][1] if cid is not None else None,
+                certainty=cert,
+                primary=primary,
+                recorded=recorded,
+            )
+            for src, ref, enc_id, cid, cert, primary, recorded in found
+        )
+
+    def _icd_codes(
+        self, cur: pymysql.cursors.DictCursor, meta: _Meta, concept_ids: set[int]
+    ) -> dict[int, tuple[str, str | None]]:
+        """concept_id -> (concept uuid, ICD code of the configured source or None); SAME-AS first."""
+        if not concept_ids:
+            return {}
+        ids = sorted(concept_ids)
+        sql = q.DIAGNOSIS_CONCEPTS.format(sources=q.in_list(len(meta.icd_sources)), ids=q.in_list(len(ids)))
+        out: dict[int, tuple[str, str | None]] = {}
+        for r in _all(cur, sql, [*meta.icd_sources, *ids]):
+            cid = int(r["concept_id"])
+            code = str(r["code"]).strip() if r["code"] is not None else None
+            current = out.get(cid)
+            if current is None or (current[1] is None and code):
+                out[cid] = (str(r["uuid"]), code or None)
+        return out
+
+    def _lines(
+        self, cur: pymysql.cursors.DictCursor, meta: _Meta, enc_uuids: dict[int, str]
+    ) -> tuple[BillableLine, ...]:
+        ids = list(enc_uuids)
+        raw: list[dict[str, Any]] = []
+        for r in _all(cur, q.ACTIVE_ORDERS.format(ids=q.in_list(len(ids))), ids):
+            kind = meta.order_kinds.get(int(r["order_type_id"]))
+            if kind is None:
+                continue
+            qty = r["quantity"]
+            raw.append(
+                {
+                    "kind": kind,
+                    "source_uuid": str(r["uuid"]),
+                    "encounter_uuid": enc_uuids[int(r["encounter_id"])],
+                    "concept_id": int(r["concept_id"]),
+                    "concept_uuid": str(r["concept_uuid"]),
+                    "quantity": _decimal(qty) if kind == "drug" and qty is not None else Decimal(1),
+                    "served": r["date_activated"],
+                    "drug_id": int(r["drug_id"]) if r["drug_id"] is not None else None,
+                    "drug_uuid": str(r["drug_uuid"]) if r["drug_uuid"] is not None else None,
+                    "order_type_uuid": str(r["order_type_uuid"]),
+                    "care_setting": r["care_setting_type"],
+                }
+            )
+        if meta.procedure_concepts:
+            sql = q.PROCEDURE_OBS.format(ids=q.in_list(len(ids)), concepts=q.in_list(len(meta.procedure_concepts)))
+            for r in _all(cur, sql, [*ids, *meta.procedure_concepts]):
+                raw.append(
+                    {
+                        "kind": "procedure_obs",
+                        "source_uuid": str(r["uuid"]),
+                        "encounter_uuid": enc_uuids[int(r["encounter_id"])],
+                        "concept_id": int(r["value_coded"]),
+                        "concept_uuid": str(r["concept_uuid"]),
+                        "quantity": Decimal(1),
+                        "served": r["obs_datetime"],
+                    }
+                )
+        terms: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        concept_ids = sorted({int(x["concept_id"]) for x in raw})
+        if meta.term_sources and concept_ids:
+            srcs = sorted(meta.term_sources)
+            sql = q.CONCEPT_TERMS.format(ids=q.in_list(len(concept_ids)), sources=q.in_list(len(srcs)))
+            for r in _all(cur, sql, [*concept_ids, *srcs]):
+                terms[int(r["concept_id"])].append((str(r["name"]), str(r["code"])))
+        return tuple(BillableLine(**x, concept_codes=tuple(terms.get(int(x["concept_id"]), ()))) for x in raw)
+
+
+# ---- helpers -----------------------------------------------------------------------------
+
+
+def _one(cur: pymysql.cursors.DictCursor, sql: str, params: Sequence[Any]) -> Row | None:
+    cur.execute(sql, tuple(params))
+    row: Row | None = cur.fetchone()
+    return row
+
+
+def _all(cur: pymysql.cursors.DictCursor, sql: str, params: Sequence[Any]) -> list[Row]:
+    cur.execute(sql, tuple(params))
+    return list(cur.fetchall())
+
+
+def _rank_column(cur: pymysql.cursors.DictCursor) -> str | None:
+    """``dx_rank`` (OpenMRS 2.5+), ``rank`` (2.4), or None when there is no ``encounter_diagnosis``."""
+    names = {str(next(iter(r.values()))) for r in _all(cur, q.RANK_COLUMN, ())}
+    return next((c for c in ("dx_rank", "rank") if c in names), None)
+
+
+def read_order_kinds(cur: pymysql.cursors.DictCursor, cfg: ReaderConfig) -> dict[int, LineKind]:
+    """order_type_id -> line kind for the billable order types; other order types are not read."""
+    kinds: dict[int, LineKind] = {}
+    for r in _all(cur, q.ORDER_TYPES, ()):
+        keys = {r["uuid"], r["name"]}
+        kind: LineKind | None = None
+        if r["java_class_name"] == "org.openmrs.DrugOrder":
+            kind = "drug"
+        elif keys & set(cfg.lab_order_types):
+            kind = "lab"
+        elif keys & set(cfg.radiology_order_types):
+            kind = "radiology"
+        elif keys & set(cfg.procedure_order_types):
+            kind = "procedure"
+        if kind is not None:
+            kinds[int(r["order_type_id"])] = kind
+    return kinds
+
+
+def _decimal(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def read_locations(cur: pymysql.cursors.DictCursor, ids: set[int]) -> dict[int, Location]:
+    """Locations by id, each with its visit location (itself or the nearest ancestor tagged so)."""
+    rows: dict[int, Row] = {}
+    pending = set(ids)
+    for _ in range(_MAX_LOCATION_DEPTH):
+        pending -= rows.keys()
+        if not pending:
+            break
+        batch = sorted(pending)
+        for r in _all(cur, q.LOCATIONS.format(ids=q.in_list(len(batch))), batch):
+            rows[int(r["location_id"])] = r
+        pending = {int(r["parent_location"]) for r in rows.values() if r["parent_location"] is not None}
+
+    def visit_location(location_id: int) -> str | None:
+        current: int | None = location_id
+        for _ in range(_MAX_LOCATION_DEPTH):
+            row = rows.get(current) if current is not None else None
+            if row is None:
+                return None
+            if row["is_visit_location"]:
+                return str(row["uuid"])
+            current = int(row["parent_location"]) if row["parent_location"] is not None else None
+        return None
+
+    return {
+        i: Location(int(r["location_id"]), str(r["uuid"]), str(r["name"]), visit_location(i))
+        for i, r in rows.items()
+        if i in ids
+    }
+
+
+def connect_factory(
+    host: str, port: int, user: str, password: str, database: str, *, connect_timeout: float = 5.0
+) -> ConnFactory:
+    """A ``conn_factory`` for :class:`OpenMrsReader` (pass ``settings.db`` values)."""
+
+    def factory() -> pymysql.connections.Connection[Any]:
+        return pymysql.connect(
+            host=host,
+            port=port,
+            user=user,
+            password=password,
+            database=database,
+            connect_timeout=int(connect_timeout),
+            charset="utf8mb4",
+            autocommit=False,
+        )
+
+    return factory
+
+
+__all__ = [
+    "ConnFactory",
+    "DiagnosisConcepts",
+    "OpenMrsReader",
+    "PatientUnits",
+    "ReaderConfig",
+    "connect_factory",
+]
