@@ -16,6 +16,7 @@ label, a log line)::
     |   +-- ClaimRefused               openIMIS 500 + OperationOutcome (validation): permanent
     |       +-- DuplicateClaimCode     "Claim with code ... already exists": already submitted
     +-- WriteBackError                 billing tables could not be written      retriable=True
+        +-- WriteBackRefused           a constraint or data error: dead-letter the reply
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ HELD_REASONS: dict[str, str] = {
     "voided": "the encounter or visit was voided",
     "changed_after_submit": "the encounter changed after its claim was submitted",
     "refused_by_openimis": "openIMIS refused the claim (validation error)",
+    "invalid_claim": "the claim built from the encounter is not a valid FHIR Claim",
     "unreadable_response": "openIMIS answered with a ClaimResponse that does not match the claim",
 }
 
@@ -126,3 +128,11 @@ class WriteBackError(CdcClaimsError):
 
     retriable = True
     reason = "write_back"
+
+
+class WriteBackRefused(WriteBackError):
+    """The database refused the rows themselves (a constraint, bad data): retrying cannot help,
+    so the reply goes to the dead-letter topic with this text."""
+
+    retriable = False
+    reason = "write_back_refused"

@@ -85,3 +85,6 @@ class Settings(BaseSettings):
     metrics_port: int = 9464
     #: Poll openIMIS for later status changes of open claims every this many seconds.
     poll_seconds: float = 60.0
+    #: An encounter changed after its claim reached openIMIS: send a new revision (code
+    #: suffix ``-R<n>``) instead of only reporting it as ``changed_after_submit``.
+    resubmit_on_change: bool = False

@@ -125,6 +125,7 @@ class _Meta:
     order_kinds: dict[int, LineKind]
     procedure_concepts: tuple[int, ...]
     term_sources: dict[int, str]
+    consultation_concepts: dict[str, int]  # consultation rule concept uuid -> concept id
 
 
 class OpenMrsReader:
@@ -232,12 +233,15 @@ class OpenMrsReader:
         problems: list[str] = []
         dxc = cfg.diagnosis_concepts
         names = [n for n in dxc.__dataclass_fields__]
-        uuids = [getattr(dxc, n) for n in names] + list(cfg.procedure_obs_concepts)
+        consult = [rule.concept for rule in cfg.consultations]
+        uuids = [getattr(dxc, n) for n in names] + list(cfg.procedure_obs_concepts) + consult
         found = {
             r["uuid"]: int(r["concept_id"])
             for r in _all(cur, q.CONCEPT_IDS_BY_UUID.format(ids=q.in_list(len(uuids))), uuids)
         }
         dx = {n: found.get(getattr(dxc, n)) for n in names}
+        consultation_concepts = {u: found[u] for u in consult if u in found}
+        problems.extend(f"consultation concept {u} not found" for u in consult if u not in found)
 
         true_id: int | None = None
         gp = _one(cur, q.GLOBAL_PROPERTY, ("concept.true",))
@@ -288,7 +292,15 @@ class OpenMrsReader:
         if problems:
             raise ConfigError("mapping does not match the OpenMRS database: " + "; ".join(problems))
         return _Meta(
-            dx, true_id, icd_sources, insurance_type_id, rank_column, order_kinds, procedure_concepts, term_sources
+            dx,
+            true_id,
+            icd_sources,
+            insurance_type_id,
+            rank_column,
+            order_kinds,
+            procedure_concepts,
+            term_sources,
+            consultation_concepts,
         )
 
     # ---- assembling --------------------------------------------------------------------
@@ -343,7 +355,9 @@ class OpenMrsReader:
         if not voided and live:
             uuids = {e.encounter_id: e.uuid for e in live}
             diagnoses = self._diagnoses(cur, meta, uuids)
-            lines = self._lines(cur, meta, uuids) + derive_consultations(live, visit, self._config.consultations)
+            lines = self._lines(cur, meta, uuids) + derive_consultations(
+                live, visit, self._config.consultations, meta.consultation_concepts
+            )
         return ClaimContext(
             unit_kind=unit_kind,
             unit_uuid=unit_uuid,

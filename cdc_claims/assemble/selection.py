@@ -145,12 +145,15 @@ def derived_line_uuid(encounter_uuid: str, code: str) -> str:
 
 
 def derive_consultations(
-    encounters: Iterable[Encounter], visit: Visit, rules: Iterable[ConsultationRule]
+    encounters: Iterable[Encounter],
+    visit: Visit,
+    rules: Iterable[ConsultationRule],
+    concept_ids: Mapping[str, int],
 ) -> tuple[BillableLine, ...]:
     """One consultation line per non-voided encounter that a rule matches.
 
-    Derived lines have no concept: ``concept_id`` is 0 and ``concept_uuid`` is the encounter
-    type uuid (what the line was derived from).
+    No OpenMRS row records a consultation, so the line stands for the rule's configured
+    ``concept`` (``concept_ids`` resolves its uuid): the billing tables need a real concept.
     """
     rules = tuple(rules)
     lines = []
@@ -165,8 +168,8 @@ def derive_consultations(
                 kind="consultation",
                 source_uuid=derived_line_uuid(enc.uuid, rule.service.code),
                 encounter_uuid=enc.uuid,
-                concept_id=0,
-                concept_uuid=enc.type_uuid,
+                concept_id=concept_ids.get(rule.concept, 0),
+                concept_uuid=rule.concept,
                 quantity=Decimal(1),
                 served=enc.encounter_datetime,
             )

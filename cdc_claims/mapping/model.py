@@ -96,6 +96,9 @@ class ConsultationRule(_Strict):
     encounter_type: str = Field(min_length=1)  # uuid or name
     visit_type: str | None = None  # uuid or name; None = any
     service: PricedRef
+    #: uuid of the OpenMRS concept that stands for this service in the billing tables
+    #: (``iclm_provided_item.item`` is a NOT NULL reference to ``concept``).
+    concept: str = Field(min_length=36, max_length=38)
 
 
 class OpenImisSection(_Strict):

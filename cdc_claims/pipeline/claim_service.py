@@ -106,8 +106,11 @@ class ClaimService:
         if state is not State.SUBMITTING:
             # every pre-submit state (held, failed, cancelled, detected) re-enters through "settled"
             advance(State.SETTLED, Event.SUBMIT)
+        try:
+            claim = self._render.claim(draft)
+        except ValueError as invalid:  # ClaimRenderError: nothing was sent
+            return self._hold_draft(unit, ctx, draft, "invalid_claim", str(invalid))
         self._record(ctx, draft, State.SUBMITTING, attempts=attempts)
-        claim = self._render.claim(draft)
         self._pub.audit(draft.code, self._render.audit_bundle(ctx, draft, claim))
         replayed = False
         started = time.monotonic()
@@ -153,6 +156,15 @@ class ClaimService:
         metrics.CLAIMS_HELD.labels(reason=reason).inc()
         log.warning("claim_failed", claim_code=draft.code, unit_uuid=ctx.unit_uuid, reason=reason, detail=detail[:300])
         return UnitResult(unit, "failed", draft.code, reason=reason)
+
+    def _hold_draft(self, unit: UnitRef, ctx: ClaimContext, draft: ClaimDraft, reason: str, text: str) -> UnitResult:
+        detail = text[:2000]
+        self._record(ctx, draft, State.HELD, attempts=0, reason=reason, detail=detail)
+        self._pub.held(ctx.unit_uuid, _held_payload(ctx, draft.code, reason, detail, "held"))
+        self._pub.flush()
+        metrics.CLAIMS_HELD.labels(reason=reason).inc()
+        log.warning("claim_held", unit_uuid=ctx.unit_uuid, reason=reason, detail=detail[:300])
+        return UnitResult(unit, "held", draft.code, reason=reason)
 
     # ------------------------------------------------------------------ skips
     def _not_claimable(

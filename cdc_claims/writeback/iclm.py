@@ -30,7 +30,7 @@ import pymysql
 from pymysql.cursors import DictCursor
 
 from cdc_claims.assemble.model import ClaimDraft, ClaimLine
-from cdc_claims.errors import WriteBackError
+from cdc_claims.errors import WriteBackError, WriteBackRefused
 from cdc_claims.log import get_logger
 from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage
 from cdc_claims.writeback.db import Connection, ConnFactory, transaction
@@ -113,6 +113,8 @@ class IclmWriter:
                     log.info("iclm_response_ignored", claim_code=claim.code, current=current, received=resp.iclm_status)
                     return
                 self._apply_response(cur, claim, resp, claim_id=claim_id, user=user, now=now)
+        except (pymysql.IntegrityError, pymysql.DataError, pymysql.ProgrammingError) as err:
+            raise WriteBackRefused(f"iclm write-back of claim {claim.code}: {err}") from err
         except pymysql.MySQLError as err:
             raise WriteBackError(f"iclm write-back of claim {claim.code}: {err}") from err
         log.info("iclm_written", claim_code=claim.code, status=resp.iclm_status)

@@ -61,7 +61,13 @@ def mapping(tmp_path: Path) -> ClaimMapping:
                 {"source": "SNOMED", "term": "123", "category": "service", "code": "I113", "price": 1250}
             ],
             "drugs": {DRUG: {"code": "0171", "price": 35}},
-            "consultations": [{"encounter_type": "Consultation", "service": {"code": "A1", "price": 400}}],
+            "consultations": [
+                {
+                    "encounter_type": "Consultation",
+                    "service": {"code": "A1", "price": 400},
+                    "concept": "81d6e852-3f10-11e4-adec-0800271c1b75",
+                }
+            ],
         },
         base_dir=tmp_path,
     )

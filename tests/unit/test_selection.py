@@ -84,6 +84,9 @@ def test_non_coded_unmapped_unknown_and_overrides() -> None:
     }
 
 
+NOTE = "81d6e852-3f10-11e4-adec-0800271c1b75"  # Consultation Note
+
+
 def test_consultations_per_encounter_by_type_and_visit_type() -> None:
     visit = Visit(1, "v", "vt-opd", "OPD", T0, None, False, None)
     encs = [
@@ -92,10 +95,14 @@ def test_consultations_per_encounter_by_type_and_visit_type() -> None:
         Encounter(3, "e3", "et-consult", "Consultation", T0, True, None),  # voided
     ]
     rules = [
-        ConsultationRule(encounter_type="Consultation", visit_type="EMERGENCY", service=PricedRef(code="E1", price=1)),
-        ConsultationRule(encounter_type="et-consult", service=PricedRef(code="A1", price=400)),
+        ConsultationRule(
+            encounter_type="Consultation", visit_type="EMERGENCY", service=PricedRef(code="E1", price=1), concept=NOTE
+        ),
+        ConsultationRule(encounter_type="et-consult", service=PricedRef(code="A1", price=400), concept=NOTE),
     ]
-    (line,) = derive_consultations(encs, visit, rules)
-    assert (line.kind, line.encounter_uuid, line.quantity, line.concept_uuid) == ("consultation", "e1", 1, "et-consult")
-    assert line.source_uuid == derived_line_uuid("e1", "A1") == derive_consultations(encs, visit, rules)[0].source_uuid
+    (line,) = derive_consultations(encs, visit, rules, {NOTE: 28})
+    assert (line.kind, line.encounter_uuid, line.quantity) == ("consultation", "e1", 1)
+    assert (line.concept_id, line.concept_uuid) == (28, NOTE)  # the billing concept, not the encounter type
+    again = derive_consultations(encs, visit, rules, {NOTE: 28})[0].source_uuid
+    assert line.source_uuid == derived_line_uuid("e1", "A1") == again
     assert derived_line_uuid("e1", "A1") != derived_line_uuid("e1", "A2")
