@@ -107,10 +107,14 @@ class Sidecar:
     def start(self, roles: Iterable[str] | None = None, *, timeout: float = 60.0) -> None:
         if not self.procs:
             self.prepare()
-        for role in roles or self.roles:
-            self.start_role(role)
-        for role in roles or self.roles:
-            wait_until(self._ready_check(role), timeout, f"sidecar {role} ready", self.log(role))
+        try:
+            for role in roles or self.roles:
+                self.start_role(role)
+            for role in roles or self.roles:
+                wait_until(self._ready_check(role), timeout, f"sidecar {role} ready", self.log(role))
+        except BaseException:
+            self.stop()  # never leave half a sidecar running
+            raise
 
     def _ready_check(self, role: str) -> Callable[[], bool]:
         port = self.metrics_ports[role]
