@@ -25,6 +25,7 @@ from typing import Any, Literal
 from cdc_claims import metrics
 from cdc_claims.assemble.model import ClaimContext, ClaimDraft
 from cdc_claims.errors import HELD_REASONS, ClaimRefused, DuplicateClaimCode, NotClaimable
+from cdc_claims.failpoints import failpoint
 from cdc_claims.ledger.store import LedgerEntry
 from cdc_claims.lifecycle import OPENIMIS_STATUS, SUBMITTED_STATES, Event, State, advance
 from cdc_claims.log import get_logger
@@ -124,6 +125,7 @@ class ClaimService:
             return self._fail(unit, ctx, draft, attempts, reason="refused_by_openimis", text=refused.message)
 
         submit_seconds = time.monotonic() - started
+        failpoint("after_submit")  # openIMIS has the claim; no reply, ledger still "submitting"
         try:
             normalized = self._normalize(response, draft, received_at=self._now())
         except ValueError as mismatch:  # ResponseMismatch: keep it visible, re-runnable
@@ -131,6 +133,7 @@ class ClaimService:
         timings = Timings(unit.captured_ms, submit_seconds, int(time.time() * 1000))
         self._pub.reply(ReplyMessage(draft, normalized, unit.source_committed_ms, timings))
         self._pub.flush()
+        failpoint("after_reply")  # reply published; ledger and offsets not yet moved on
         new_state = advance(State.SUBMITTING, OPENIMIS_STATUS[normalized.openimis_status][0])
         self._record(ctx, draft, new_state, attempts=attempts, openimis_claim_uuid=normalized.claim_uuid)
         _count_response(normalized)

@@ -1,0 +1,205 @@
+"""The dashboard, the alerts and the runbook agree with cdc_claims.metrics and with each other.
+
+Read straight from the chart's files (no helm needed): the dashboard is plain JSON, and the
+PrometheusRule template's PromQL and alert names are found with regular expressions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.metrics import MetricWrapperBase
+
+from cdc_claims import metrics
+from cdc_claims.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "cdc-claims"
+DASHBOARD = CHART / "dashboards" / "cdc-claims.json"
+RULES = CHART / "templates" / "prometheusrule.yaml"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+
+METRIC_TOKEN = re.compile(r"\bcdc_claims_[a-z_]+")
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+ALERT = re.compile(r"^\s*-\s*alert:\s*([A-Za-z0-9_]+)\s*$", re.MULTILINE)
+
+
+def defined_metrics() -> dict[str, str]:
+    """Base name -> type of every collector in cdc_claims.metrics (counters without ``_total``)."""
+    found: dict[str, str] = {}
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            for family in value.describe():
+                found[family.name] = family.type
+    return found
+
+
+def exposed_names(base: str, kind: str) -> set[str]:
+    """The series names Prometheus stores for one collector."""
+    if kind == "counter":
+        return {f"{base}_total"}
+    if kind == "histogram":
+        return {base + suffix for suffix in HISTOGRAM_SUFFIXES}
+    return {base}
+
+
+def base_of(token: str, defined: dict[str, str]) -> str | None:
+    """The defined metric a PromQL token refers to, or None if it refers to none."""
+    for base, kind in defined.items():
+        if token in exposed_names(base, kind):
+            return base
+    return None
+
+
+def dashboard_exprs() -> Iterator[tuple[str, str]]:
+    """(panel title, expr) for every query of every panel, rows included."""
+
+    def walk(panels: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
+        for panel in panels:
+            for target in panel.get("targets", []):
+                if target.get("expr"):
+                    yield panel.get("title", "?"), target["expr"]
+            yield from walk(panel.get("panels", []))
+
+    yield from walk(json.loads(DASHBOARD.read_text(encoding="utf-8"))["panels"])
+
+
+def rules() -> dict[str, str]:
+    """Alert name -> PromQL, from each ``- alert: X`` / ``expr: |`` block of the template."""
+    text = RULES.read_text(encoding="utf-8")
+    return dict(re.findall(r"-\s*alert:\s*(\w+)\n\s+expr: \|\n((?:[ ]{12,}.*\n)+)", text))
+
+
+def rule_exprs() -> list[str]:
+    return list(rules().values())
+
+
+#: Alerts on other exporters' metrics (Strimzi's JMX exporter, kube-state-metrics).
+EXTERNAL_ALERTS = {
+    "CdcClaimsConnectorDown": "kafka_connect_connector_status",
+    "CdcClaimsNotReady": "kube_pod_status_ready",
+}
+
+
+def names(collector: MetricWrapperBase) -> set[str]:
+    return {family.name for family in collector.describe()}
+
+
+def test_collectors_are_found() -> None:
+    defined = defined_metrics()
+    collectors = [v for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)]
+    assert len(defined) == len(collectors) >= 10
+    (counter,) = names(metrics.CLAIMS_SUBMITTED)
+    (histogram,) = names(metrics.SUBMIT_LATENCY)
+    (gauge,) = names(metrics.PENDING_UNITS)
+    assert (defined[counter], defined[histogram], defined[gauge]) == ("counter", "histogram", "gauge")
+
+
+def test_token_resolution_understands_suffixes() -> None:
+    defined = defined_metrics()
+    (counter,) = names(metrics.CLAIMS_SUBMITTED)
+    (histogram,) = names(metrics.SUBMIT_LATENCY)
+    (gauge,) = names(metrics.PENDING_UNITS)
+    assert base_of(f"{counter}_total", defined) == counter
+    assert base_of(counter, defined) is None  # counters are stored with _total only
+    assert base_of(gauge, defined) == gauge
+    assert base_of(f"{gauge}_total", defined) is None
+    assert base_of(f"{histogram}_bucket", defined) == histogram
+    assert base_of(f"{histogram}_count", defined) == histogram
+    assert base_of(f"{histogram}_total", defined) is None
+
+
+def test_every_alert_has_a_query_on_our_metrics() -> None:
+    found = rules()
+    assert sorted(found) == sorted(ALERT.findall(RULES.read_text(encoding="utf-8")))
+    for alert, expr in found.items():
+        if alert in EXTERNAL_ALERTS:
+            assert EXTERNAL_ALERTS[alert] in expr or "$metric" in expr, alert
+        else:
+            assert METRIC_TOKEN.search(expr), f"{alert} does not query a cdc_claims_ metric"
+    values = (CHART / "values.yaml").read_text(encoding="utf-8")
+    assert "statusMetric: kafka_connect_connector_status" in values
+
+
+@pytest.mark.parametrize("source", ["dashboard", "prometheusrule"])
+def test_every_promql_metric_exists(source: str) -> None:
+    defined = defined_metrics()
+    exprs = [e for _, e in dashboard_exprs()] if source == "dashboard" else rule_exprs()
+    tokens = {t for e in exprs for t in METRIC_TOKEN.findall(e)}
+    assert tokens, f"no cdc_claims_ metric in the {source}"
+    unknown = sorted(t for t in tokens if base_of(t, defined) is None)
+    assert unknown == [], f"{source} uses metrics cdc_claims.metrics does not define: {unknown}"
+
+
+def test_every_metric_has_a_dashboard_panel() -> None:
+    defined = defined_metrics()
+    used = {base_of(t, defined) for _, e in dashboard_exprs() for t in METRIC_TOKEN.findall(e)}
+    missing = sorted(set(defined) - used)
+    assert missing == [], f"metrics without a dashboard panel: {missing}"
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    alerts = ALERT.findall(RULES.read_text(encoding="utf-8"))
+    assert len(alerts) >= 6
+    assert len(alerts) == len(set(alerts)), "duplicate alert names"
+    headings = set(re.findall(r"^#{2,4}\s+`?([A-Za-z0-9_]+)`?\s*$", RUNBOOK.read_text(encoding="utf-8"), re.MULTILINE))
+    missing = sorted(set(alerts) - headings)
+    assert missing == [], f"alerts without a runbook section (heading = alert name): {missing}"
+
+
+def test_alert_runbook_urls_point_at_their_section() -> None:
+    text = RULES.read_text(encoding="utf-8")
+    anchors = re.findall(r'printf "%s#([a-z0-9]+)" \$runbook', text)
+    assert sorted(anchors) == sorted(a.lower() for a in ALERT.findall(text))
+
+
+def test_dashboard_is_wired_for_the_grafana_sidecar() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert dashboard["uid"] == "cdc-claims"
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "namespace"} <= variables
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+    template = (CHART / "templates" / "grafana-dashboard.yaml").read_text(encoding="utf-8")
+    assert '.Files.Get "dashboards/cdc-claims.json"' in template
+    values = (CHART / "values.yaml").read_text(encoding="utf-8")
+    assert 'grafana_dashboard: "1"' in values
+
+
+def settings_path_exists(env_name: str) -> bool:
+    """Does ``CDC_CLAIMS_A__B`` name a field of :class:`Settings` (``a.b``)?"""
+    model: Any = Settings
+    for part in env_name.removeprefix("CDC_CLAIMS_").lower().split("__"):
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return False
+        model = field.annotation
+    return True
+
+
+def test_every_variable_the_chart_sets_is_a_setting() -> None:
+    templates = "".join(p.read_text(encoding="utf-8") for p in (CHART / "templates").glob("*"))
+    names = set(re.findall(r"\bCDC_CLAIMS_[A-Z0-9_]+", templates))
+    assert {"CDC_CLAIMS_DB__PASSWORD", "CDC_CLAIMS_OPENHIM__CA_BUNDLE", "CDC_CLAIMS_MAPPING_FILE"} <= names
+    unknown = sorted(n for n in names if not settings_path_exists(n))
+    assert unknown == [], f"the chart sets variables cdc_claims.settings does not read: {unknown}"
+    assert not settings_path_exists("CDC_CLAIMS_DB__NO_SUCH_FIELD")
+
+
+def test_every_setting_is_configurable_from_the_chart() -> None:
+    """Each non-secret setting has a ConfigMap entry (secrets come from secretKeyRef in _helpers.tpl)."""
+    templates = "".join(p.read_text(encoding="utf-8") for p in (CHART / "templates").glob("*"))
+    names = set(re.findall(r"\bCDC_CLAIMS_[A-Z0-9_]+", templates))
+    expected = set()
+    for name, field in Settings.model_fields.items():
+        nested = getattr(field.annotation, "model_fields", None)
+        if nested is None:
+            expected.add(f"CDC_CLAIMS_{name.upper()}")
+        else:
+            expected |= {f"CDC_CLAIMS_{name.upper()}__{sub.upper()}" for sub in nested}
+    assert sorted(expected - names) == []
