@@ -120,8 +120,13 @@ class Sidecar:
         port = self.metrics_ports[role]
         return lambda: self._alive(role) and http_ok(f"http://127.0.0.1:{port}/readyz")
 
-    def start_role(self, role: str) -> None:
-        env = {**os.environ, **self.env, "CDC_CLAIMS_METRICS_PORT": str(self.metrics_ports[role])}
+    def start_role(self, role: str, extra_env: Mapping[str, str] | None = None) -> None:
+        env = {
+            **os.environ,
+            **self.env,
+            "CDC_CLAIMS_METRICS_PORT": str(self.metrics_ports[role]),
+            **(extra_env or {}),
+        }
         out = open(self.log(role), "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.procs[role] = subprocess.Popen(
             [sys.executable, "-m", "cdc_claims", "run", role], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -133,6 +138,11 @@ class Sidecar:
         if proc is None or proc.poll() is not None:
             raise StackError(f"sidecar {role} exited; see {self.log(role)}")
         return True
+
+    def wait_exit(self, role: str, timeout: float = 60.0) -> int:
+        """Wait for ``role`` to exit by itself (e.g. at a failpoint); returns its exit code."""
+        proc = self.procs.pop(role)
+        return proc.wait(timeout=timeout)
 
     def kill(self, role: str) -> None:
         """SIGKILL: a crash, no clean shutdown, no final offset commit."""
