@@ -7,12 +7,13 @@ the small protocols of :mod:`cdc_claims.pipeline.ports`.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
-from cdc_claims import observability
+from cdc_claims import metrics, observability
 from cdc_claims.assemble.model import ClaimContext, ClaimDraft
 from cdc_claims.assemble.reader import OpenMrsReader, ReaderConfig, connect_factory
 from cdc_claims.claim import render_audit_bundle, render_claim
@@ -26,7 +27,7 @@ from cdc_claims.mapping.check import render_text
 from cdc_claims.mapping.model import ClaimMapping, load_mapping
 from cdc_claims.pipeline.claim_service import ClaimService
 from cdc_claims.pipeline.consumer_role import ConsumerRole, data_topics
-from cdc_claims.pipeline.kafka_io import KafkaPublisher, commit, make_consumer, make_producer
+from cdc_claims.pipeline.kafka_io import KafkaPublisher, LagReporter, commit, make_consumer, make_producer
 from cdc_claims.pipeline.poller import OpenClaim, Poller
 from cdc_claims.pipeline.ports import JsonDict, UnitRef
 from cdc_claims.pipeline.runner import Stopper, run_loop
@@ -125,6 +126,12 @@ class LedgerOpenClaims:
                 claims.append(OpenClaim(entry.claim_code, entry.state, decode_draft(entry.draft_json)))
         return claims
 
+    def report_held(self) -> None:
+        """``cdc_claims_held_claims{reason}``: held and failed ledger rows, as billing staff see them."""
+        counts = Counter(e.reason or "unknown" for e in self.ledger.list_by_state([State.HELD, State.FAILED]))
+        for reason in {*HELD_REASONS, *counts}:
+            metrics.CLAIMS_HELD_CURRENT.labels(reason=reason).set(counts.get(reason, 0))
+
     def set_state(self, claim_code: str, state: State, *, openimis_claim_uuid: str | None) -> None:
         entry = self.ledger.get_by_code(claim_code)
         if entry is not None:
@@ -214,8 +221,11 @@ def _run_consumer(settings: Settings, publisher: KafkaPublisher, stopper: Stoppe
         commit=commit,
     )
 
+    lag = LagReporter(consumer)
+
     def step() -> None:
         role.step()
+        lag.maybe_report()
         heartbeat.beat()
 
     try:
@@ -232,8 +242,11 @@ def _run_writer(settings: Settings, publisher: KafkaPublisher, stopper: Stopper,
         consumer, IclmWriter(writer_connection_factory(settings.db)), publisher, stopper, commit=commit
     )
 
+    lag = LagReporter(consumer)
+
     def step() -> None:
         writer.step()
+        lag.maybe_report()
         heartbeat.beat()
 
     try:
@@ -244,9 +257,11 @@ def _run_writer(settings: Settings, publisher: KafkaPublisher, stopper: Stopper,
 
 def _run_poller(settings: Settings, publisher: KafkaPublisher, stopper: Stopper, heartbeat: Heartbeat) -> None:
     client = OpenImisClient(settings.openhim)
-    poller = Poller(LedgerOpenClaims(Ledger(writer_connection_factory(settings.db))), client, normalize, publisher)
+    store = LedgerOpenClaims(Ledger(writer_connection_factory(settings.db)))
+    poller = Poller(store, client, normalize, publisher)
 
     def step() -> None:
+        store.report_held()
         changed = poller.poll_once()
         heartbeat.beat()
         if changed:

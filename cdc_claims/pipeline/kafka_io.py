@@ -7,6 +7,7 @@ publish comes from the claim service.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -88,3 +89,25 @@ class KafkaPublisher:
 
     def close(self) -> None:
         self._producer.close(timeout=10)
+
+
+class LagReporter:
+    """Sets ``cdc_claims_consumer_lag_records`` for the consumer's partitions every ``every`` s."""
+
+    def __init__(self, consumer: KafkaConsumer, every: float = 10.0) -> None:
+        self._consumer = consumer
+        self._every = every
+        self._last = 0.0
+
+    def maybe_report(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self._every:
+            return
+        parts = list(self._consumer.assignment())
+        if not parts:
+            return  # not assigned yet: try again next step
+        self._last = now
+        ends = self._consumer.end_offsets(parts)
+        for tp in parts:
+            lag = max(0, int(ends.get(tp, 0)) - int(self._consumer.position(tp)))
+            metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)

@@ -307,6 +307,9 @@ def test_every_role_serves_metrics_health_and_readiness(
     submitted = [line for line in consumer.splitlines() if line.startswith("cdc_claims_claims_submitted_total ")]
     assert submitted and float(submitted[0].split()[1]) >= 1
     assert 'cdc_claims_change_events_consumed_total{table="obs"}' in consumer
+    assert 'cdc_claims_consumer_lag_records{partition="0",topic="openmrs.transaction"}' in consumer
+    poller = httpx.get(f"http://127.0.0.1:{sidecar.metrics_ports['poller']}/metrics", timeout=5).text
+    assert 'cdc_claims_held_claims{reason="uninsured"}' in poller
     writer = httpx.get(f"http://127.0.0.1:{sidecar.metrics_ports['writer']}/metrics", timeout=5).text
     assert 'cdc_claims_replies_written_total{status="CHECKED"}' in writer
     assert "cdc_claims_end_to_end_latency_seconds_count" in writer
