@@ -15,8 +15,9 @@ from typing import Any
 
 from cdc_claims import metrics, observability
 from cdc_claims.assemble.model import ClaimContext, ClaimDraft
-from cdc_claims.assemble.reader import OpenMrsReader, ReaderConfig, connect_factory
+from cdc_claims.assemble.reader import OpenMrsReader, ReaderConfig
 from cdc_claims.claim import render_audit_bundle, render_claim
+from cdc_claims.db import ConnFactory, reader_connection_factory, writer_connection_factory
 from cdc_claims.errors import HELD_REASONS, ConfigError, SourceUnavailable
 from cdc_claims.ledger.store import Ledger
 from cdc_claims.lifecycle import OPEN_STATES, State
@@ -36,7 +37,6 @@ from cdc_claims.reply.model import decode_draft
 from cdc_claims.reply.normalize import normalize
 from cdc_claims.settings import Settings
 from cdc_claims.submit.client import OpenImisClient
-from cdc_claims.writeback.db import writer_connection_factory
 from cdc_claims.writeback.iclm import IclmWriter
 
 log = get_logger(__name__)
@@ -99,7 +99,7 @@ class ConsumerLookups:
         try:
             with conn.cursor() as cur:
                 cur.execute(f"SELECT uuid FROM person WHERE person_id IN ({marks})", ids)  # noqa: S608 - placeholders
-                patients = {row[0] for row in cur.fetchall()}
+                patients = {row["uuid"] for row in cur.fetchall()}
                 wanted = [e.unit_uuid for e in held if e.patient_uuid in patients]
                 if not wanted:
                     return []
@@ -108,7 +108,7 @@ class ConsumerLookups:
                     f"SELECT uuid, encounter_id FROM encounter WHERE uuid IN ({marks})",  # noqa: S608 - placeholders
                     wanted,
                 )
-                return [(str(u), int(i)) for u, i in cur.fetchall()]
+                return [(str(r["uuid"]), int(r["encounter_id"])) for r in cur.fetchall()]
         finally:
             conn.close()
 
@@ -147,11 +147,8 @@ def load(settings: Settings) -> ClaimMapping:
     return load_mapping(settings.mapping_file)
 
 
-def reader_factory(settings: Settings) -> Any:
-    db = settings.db
-    return connect_factory(
-        db.host, db.port, db.user, db.password.get_secret_value(), db.name, connect_timeout=db.connect_timeout
-    )
+def reader_factory(settings: Settings) -> ConnFactory:
+    return reader_connection_factory(settings.db)
 
 
 def build_service(
@@ -334,4 +331,4 @@ def _unit_id(factory: Any, kind: str, uuid: str) -> int | None:
         raise SourceUnavailable(str(err)) from err
     finally:
         conn.close()
-    return int(row[0]) if row else None
+    return int(row[column]) if row else None

@@ -599,31 +599,10 @@ def read_locations(cur: pymysql.cursors.DictCursor, ids: set[int]) -> dict[int, 
     }
 
 
-def connect_factory(
-    host: str, port: int, user: str, password: str, database: str, *, connect_timeout: float = 5.0
-) -> ConnFactory:
-    """A ``conn_factory`` for :class:`OpenMrsReader` (pass ``settings.db`` values)."""
-
-    def factory() -> pymysql.connections.Connection[Any]:
-        return pymysql.connect(
-            host=host,
-            port=port,
-            user=user,
-            password=password,
-            database=database,
-            connect_timeout=int(connect_timeout),
-            charset="utf8mb4",
-            autocommit=False,
-        )
-
-    return factory
-
-
 __all__ = [
     "ConnFactory",
     "DiagnosisConcepts",
     "OpenMrsReader",
     "PatientUnits",
     "ReaderConfig",
-    "connect_factory",
 ]

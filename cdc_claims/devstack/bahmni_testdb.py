@@ -1,11 +1,12 @@
 """Connection factories for the integration tests of the Bahmni simulator, ledger and iclm writer.
 
-Environment (defaults = a scratch MariaDB on 127.0.0.1:33308 loaded with the Bahmni 0.94 demo DB
-and ``insuranceclaims_iclm_schema.sql``):
+Environment (defaults = the local stack's MariaDB, ``cdc-claims dev up``, loaded with the Bahmni
+0.94 demo DB, ``insuranceclaims_iclm_schema.sql`` and the ledger table):
 
-* ``CDC_TEST_MYSQL_HOST`` / ``CDC_TEST_MYSQL_PORT`` / ``CDC_TEST_MYSQL_DB``: 127.0.0.1 / 33308 / openmrs
-* ``CDC_TEST_MYSQL_ADMIN_USER`` / ``_PASSWORD``: openmrs / openmrs: full DML (what Bahmni itself uses;
-  the simulator writes through it)
+* ``CDC_TEST_MYSQL_HOST`` / ``CDC_TEST_MYSQL_PORT`` / ``CDC_TEST_MYSQL_DB``: 127.0.0.1 / the stack's
+  MariaDB port (``CDC_STACK_MARIADB_PORT``, 33306) / openmrs
+* ``CDC_TEST_MYSQL_ADMIN_USER`` / ``_PASSWORD``: cdc_admin / cdc_admin: full DML (what Bahmni itself
+  uses; the simulator writes through it)
 * ``CDC_TEST_MYSQL_WRITER_USER`` / ``_PASSWORD``: cdc_writer / cdc_writer: the sidecar's writer user
   (SELECT on openmrs, INSERT/UPDATE on ``iclm_*``, ALL on ``cdc_claims_ledger``)
 """
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import os
 
-from cdc_claims.writeback.db import ConnFactory, connection_factory
+from cdc_claims.db import ConnFactory, connection_factory
+from cdc_claims.devstack.base import Ports
 
 
 def _env(name: str, default: str) -> str:
@@ -24,7 +26,7 @@ def _env(name: str, default: str) -> str:
 def _factory(user_var: str, default_user: str) -> ConnFactory:
     return connection_factory(
         host=_env("HOST", "127.0.0.1"),
-        port=int(_env("PORT", "33308")),
+        port=int(_env("PORT", str(Ports().mariadb))),
         user=_env(f"{user_var}_USER", default_user),
         password=_env(f"{user_var}_PASSWORD", default_user),
         database=_env("DB", "openmrs"),
@@ -33,7 +35,7 @@ def _factory(user_var: str, default_user: str) -> ConnFactory:
 
 def admin_factory() -> ConnFactory:
     """Connections with Bahmni's own rights (used by the simulator and for assertions)."""
-    return _factory("ADMIN", "openmrs")
+    return _factory("ADMIN", "cdc_admin")
 
 
 def writer_factory() -> ConnFactory:

@@ -12,55 +12,16 @@ Connections are opened in UTC (``time_zone='+00:00'``) with autocommit off, so
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any
 
-import pymysql
 from pymysql.cursors import DictCursor
 
-from cdc_claims.settings import DatabaseSettings
+from cdc_claims.db import Connection, ConnFactory, connection_factory, writer_connection_factory
 
-if TYPE_CHECKING:
-    Connection: TypeAlias = pymysql.connections.Connection[Any]
-else:
-    Connection = pymysql.connections.Connection
-ConnFactory = Callable[[], Connection]
-
-
-def connection_factory(
-    *, host: str, port: int, user: str, password: str, database: str, connect_timeout: float = 5.0
-) -> ConnFactory:
-    """A factory of UTC, non-autocommit pymysql connections (``DictCursor`` by default)."""
-
-    def connect() -> Connection:
-        return pymysql.connect(
-            host=host,
-            port=port,
-            user=user,
-            password=password,
-            database=database,
-            charset="utf8mb4",
-            autocommit=False,
-            connect_timeout=int(max(1, connect_timeout)),
-            cursorclass=DictCursor,
-            init_command="SET time_zone = '+00:00'",
-        )
-
-    return connect
-
-
-def writer_connection_factory(db: DatabaseSettings) -> ConnFactory:
-    """Connections as the writer user (may write ``iclm_*`` and ``cdc_claims_*``)."""
-    return connection_factory(
-        host=db.host,
-        port=db.port,
-        user=db.writer_user,
-        password=db.writer_password.get_secret_value(),
-        database=db.name,
-        connect_timeout=db.connect_timeout,
-    )
+__all__ = ["Committed", "ConnFactory", "Connection", "connection_factory", "transaction", "writer_connection_factory"]
 
 
 @dataclass

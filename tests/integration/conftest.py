@@ -75,6 +75,13 @@ def mariadb(stack: Stack) -> Iterator[MariaDB]:
         yield component
 
 
+@pytest.fixture(autouse=True)
+def _database_up(request: pytest.FixtureRequest) -> None:
+    """Every integration test but the openHIM/openIMIS ones reads or writes the OpenMRS database."""
+    if request.node.get_closest_marker("no_database") is None:
+        request.getfixturevalue("mariadb")
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(stack: Stack) -> Iterator[KafkaBroker]:
     component = KafkaBroker(stack)

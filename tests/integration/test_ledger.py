@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from cdc_claims.devstack.bahmni_testdb import writer_factory
+from cdc_claims.devstack.bahmni_testdb import admin_factory, writer_factory
 from cdc_claims.errors import WriteBackError
 from cdc_claims.ledger.store import Ledger, LedgerEntry
 from cdc_claims.lifecycle import State
@@ -16,10 +16,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def ledger() -> Ledger:
-    led = Ledger(writer_factory())
-    led.ensure_schema()
-    led.ensure_schema()  # idempotent
-    return led
+    admin = Ledger(admin_factory())  # the sidecar's writer user may not CREATE: an admin applies the DDL
+    admin.ensure_schema()
+    admin.ensure_schema()  # idempotent
+    return Ledger(writer_factory())
 
 
 def new_unit() -> str:

@@ -20,6 +20,7 @@ from pipeline_support import (
     HYPERTHYROIDISM,
     INSUREES,
     METFORMIN,
+    NIFEDIPINE,
     NOT_COVERED,
     UNMAPPED_DRUG,
     Tail,
@@ -313,3 +314,24 @@ def test_every_role_serves_metrics_health_and_readiness(
     writer = httpx.get(f"http://127.0.0.1:{sidecar.metrics_ports['writer']}/metrics", timeout=5).text
     assert 'cdc_claims_replies_written_total{status="CHECKED"}' in writer
     assert "cdc_claims_end_to_end_latency_seconds_count" in writer
+
+
+def test_check_mapping_command_lists_what_the_database_uses_and_the_mapping_lacks(
+    sidecar: Sidecar, tmp_path: Path
+) -> None:
+    reduced = yaml.safe_load(DEMO_MAPPING.read_text())
+    del reduced["drugs"][NIFEDIPINE]  # the Bahmni demo DB has Nifedipine orders
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(yaml.safe_dump(reduced))
+    (tmp_path / "openimis_icd_codes.csv").write_text((DEMO_MAPPING.parent / "openimis_icd_codes.csv").read_text())
+    env = {**os.environ, **sidecar.env, "CDC_CLAIMS_MAPPING_FILE": str(mapping)}
+    out = subprocess.run(
+        [sys.executable, "-m", "cdc_claims", "check-mapping"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert NIFEDIPINE in out.stdout

@@ -36,7 +36,7 @@ from fixtures_upstream import (  # noqa: E402
     settings_for,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.no_database]
 
 TRANSACTION_ID = re.compile(r"^[0-9a-f]{24}$")
 
