@@ -45,6 +45,9 @@ class DatabaseSettings(BaseModel):
     writer_user: str = "cdc_writer"
     writer_password: SecretStr = SecretStr("cdc_writer")
     connect_timeout: float = 5.0
+    #: CA certificate of the database server: when set, connections use TLS and verify the
+    #: server against it; when unset, TLS is not attempted (a database on the pod network).
+    tls_ca: Path | None = None
 
 
 class OpenHimSettings(BaseModel):

@@ -91,6 +91,7 @@ app.kubernetes.io/component: {{ .role }}
 {{- define "cdc-claims.mappingDir" -}}/etc/cdc-claims/mapping{{- end }}
 {{- define "cdc-claims.clientCertDir" -}}/etc/cdc-claims/tls/client{{- end }}
 {{- define "cdc-claims.caDir" -}}/etc/cdc-claims/tls/ca{{- end }}
+{{- define "cdc-claims.dbCaDir" -}}/etc/cdc-claims/tls/db-ca{{- end }}
 
 {{/* Fail early on inconsistent values instead of rendering a pod that cannot start. */}}
 {{- define "cdc-claims.validate" -}}
@@ -172,6 +173,10 @@ env:
     value: {{ printf "%s/ca.crt" (include "cdc-claims.caDir" .ctx) | quote }}
   {{- end }}
   {{- end }}
+  {{- if $v.database.tlsCa.secretName }}
+  - name: CDC_CLAIMS_DB__TLS_CA
+    value: {{ printf "%s/ca.crt" (include "cdc-claims.dbCaDir" .ctx) | quote }}
+  {{- end }}
   {{- with $v.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -188,6 +193,11 @@ env:
 - name: mapping
   mountPath: {{ include "cdc-claims.mappingDir" .ctx }}
   readOnly: true
+{{- if $v.database.tlsCa.secretName }}
+- name: db-ca
+  mountPath: {{ include "cdc-claims.dbCaDir" .ctx }}
+  readOnly: true
+{{- end }}
 {{- if .r.secrets.openhim }}
 {{- if $v.openhim.clientCertificate.secretName }}
 - name: openhim-client-cert
