@@ -13,6 +13,7 @@ parks it for the next caller; a broken one is really closed. TLS is used when ``
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -80,10 +81,8 @@ class PooledConnection(_Base):
     def discard(self) -> None:
         self.pool = None
         if self.open:
-            try:
+            with contextlib.suppress(pymysql.MySQLError, OSError):  # the socket is gone already
                 super().close()
-            except (pymysql.MySQLError, OSError):
-                pass  # the socket is gone already
 
 
 def connection_factory(

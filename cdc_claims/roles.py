@@ -216,6 +216,7 @@ def _run_consumer(settings: Settings, publisher: KafkaPublisher, stopper: Stoppe
         sink=publisher,
         settings=settings,
         commit=commit,
+        concurrency=settings.submit_concurrency,
     )
 
     lag = LagReporter(consumer)

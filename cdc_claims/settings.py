@@ -91,3 +91,5 @@ class Settings(BaseSettings):
     #: An encounter changed after its claim reached openIMIS: send a new revision (code
     #: suffix ``-R<n>``) instead of only reporting it as ``changed_after_submit``.
     resubmit_on_change: bool = False
+    #: Claims assembled and submitted at the same time (each waits ~0.2 s on openIMIS).
+    submit_concurrency: int = Field(default=4, ge=1, le=32)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from cdc_claims import metrics
-from cdc_claims.capture import Position, Transaction, TransactionBuffer, parse_record, touched_by
+from cdc_claims.capture import Position, RowChange, Transaction, TransactionBuffer, TxMarker, parse_record, touched_by
 from cdc_claims.errors import CdcClaimsError, MalformedEvent
 from cdc_claims.log import get_logger
 from cdc_claims.pipeline.claim_service import ClaimService
@@ -41,6 +42,10 @@ CAPTURED_TABLES = (
     "person_attribute",
 )
 MAX_UNIT_ATTEMPTS = 8
+#: Flow control: above this many buffered rows of incomplete transactions, data partitions that
+#: are ahead of the transaction topic are paused (memory stays bounded with a large backlog).
+BUFFER_HIGH_WATER = 20_000
+BUFFER_LOW_WATER = 5_000
 
 
 class Lookups(Protocol):
@@ -76,6 +81,7 @@ class ConsumerRole:
         commit: Callable[[Any, dict[tuple[str, int], int]], None],
         clock: Callable[[], float] = time.monotonic,
         expire_after: float = 120.0,
+        concurrency: int = 4,
     ) -> None:
         self._consumer = consumer
         self._service = service
@@ -91,10 +97,17 @@ class ConsumerRole:
         self._commit_times: dict[Unit, tuple[int | None, int]] = {}
         self._attempts: dict[Unit, int] = {}
         self._last_commit = 0.0
+        # Units run on worker threads (each claim waits ~0.2 s on openIMIS); the settle tracker,
+        # the offsets and Kafka stay on this thread.
+        self._workers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="claim")
+        self._inflight: dict[Future[object], tuple[Due, UnitRef]] = {}
+        self._row_ts: dict[tuple[str, int], int] = {}  # last source commit ts seen per data partition
+        self._end_ts = 0  # last END marker's ts
+        self._paused: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------------ loop
     def step(self, timeout_ms: int = 200) -> None:
-        batches = self._consumer.poll(timeout_ms=timeout_ms)
+        batches = self._consumer.poll(timeout_ms=min(timeout_ms, 20) if self._inflight else timeout_ms)
         now = self._clock()
         for records in batches.values():
             for record in records:
@@ -102,9 +115,18 @@ class ConsumerRole:
         for tx in self.buffer.expire(now, self._expire_after):
             log.warning("transaction_expired_incomplete", tx_id=tx.tx_id, rows=len(tx.rows))
             self._on_transaction(tx, now)
+        self._flow_control()
         self._settle(self._clock())
         self._commit()
         metrics.PENDING_UNITS.set(self.settle.pending_count)
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Wait for every unit in flight, record its outcome and commit what is durable."""
+        deadline = time.monotonic() + timeout
+        while self._inflight and time.monotonic() < deadline:
+            next(iter(self._inflight)).exception(timeout=max(0.0, deadline - time.monotonic()))
+            self._collect(self._clock())
+        self._commit(force=True)
 
     def _consume(self, record: Any, now: float) -> None:
         position = Position(record.topic, record.partition, record.offset)
@@ -134,6 +156,10 @@ class ConsumerRole:
             self._sink.flush()
             self.offsets.done([position])
             return
+        if isinstance(event, RowChange) and event.source_ts_ms is not None:
+            self._row_ts[(record.topic, record.partition)] = event.source_ts_ms
+        elif isinstance(event, TxMarker) and event.status == "END" and event.ts_ms is not None:
+            self._end_ts = max(self._end_ts, event.ts_ms)
         result = self.buffer.feed(event, now)
         self.offsets.done(result.ignored)
         for tx in result.completed:
@@ -172,22 +198,30 @@ class ConsumerRole:
 
     # ------------------------------------------------------------------ settle -> claims
     def _settle(self, now: float) -> None:
+        self._collect(now)
         for due in self.settle.due(now):
-            if self._run_unit(due, now):
+            committed_ms, captured_ms = self._commit_times.get(due.unit, (None, int(time.time() * 1000)))
+            ref = UnitRef(due.unit.kind, due.unit.id, committed_ms, captured_ms)
+            self._attempts[due.unit] = self._attempts.get(due.unit, 0) + 1
+            self._inflight[self._workers.submit(self._service.process, ref)] = (due, ref)
+        self._collect(now)
+
+    def _collect(self, now: float) -> None:
+        """Record the outcome of every finished unit: release its offsets, or schedule a retry."""
+        for future in [f for f in self._inflight if f.done()]:
+            due, ref = self._inflight.pop(future)
+            if self._finished(due, ref, future, now):
                 for tag in self.settle.done(due.unit, due.token):
                     self.offsets.release(tag)
                 self._attempts.pop(due.unit, None)
                 self._commit_times.pop(due.unit, None)
 
-    def _run_unit(self, due: Due, now: float) -> bool:
-        committed_ms, captured_ms = self._commit_times.get(due.unit, (None, int(time.time() * 1000)))
-        ref = UnitRef(due.unit.kind, due.unit.id, committed_ms, captured_ms)
-        attempt = self._attempts.get(due.unit, 0) + 1
-        self._attempts[due.unit] = attempt
-        try:
-            self._service.process(ref)
+    def _finished(self, due: Due, ref: UnitRef, future: Future[object], now: float) -> bool:
+        attempt = self._attempts.get(due.unit, 1)
+        err = future.exception()
+        if err is None:
             return True
-        except CdcClaimsError as err:
+        if isinstance(err, CdcClaimsError):
             if err.retriable:
                 delay = min(60.0, 2.0**attempt)
                 log.warning("unit_retry", unit=str(ref), reason=err.reason, attempt=attempt, delay=delay)
@@ -195,12 +229,31 @@ class ConsumerRole:
                 self.settle.retry(due.unit, due.token, now, delay)
                 return False
             return self._give_up(ref, err.reason, str(err))
-        except Exception as err:  # a bug must not stop every other claim: retry, then park visibly
-            log.exception("unit_failed_unexpectedly", unit=str(ref), attempt=attempt)
-            if attempt < MAX_UNIT_ATTEMPTS:
-                self.settle.retry(due.unit, due.token, now, min(60.0, 2.0**attempt))
-                return False
-            return self._give_up(ref, "internal_error", f"{type(err).__name__}: {err}")
+        # a bug must not stop every other claim: retry, then park visibly
+        log.error("unit_failed_unexpectedly", unit=str(ref), attempt=attempt, error=repr(err)[:500])
+        if attempt < MAX_UNIT_ATTEMPTS:
+            self.settle.retry(due.unit, due.token, now, min(60.0, 2.0**attempt))
+            return False
+        return self._give_up(ref, "internal_error", f"{type(err).__name__}: {err}")
+
+    def _flow_control(self) -> None:
+        """Pause data partitions running ahead of the transaction topic while the buffer is full.
+
+        Rows wait in memory until their transaction's END arrives; a partition whose newest row
+        is newer than the newest END is "ahead". The transaction topic and partitions that are
+        behind are never paused, so every buffered transaction can still complete.
+        """
+        rows = self.buffer.buffered_rows
+        if self._paused and rows < BUFFER_LOW_WATER:
+            self._consumer.resume(*[_tp(tp) for tp in self._paused])
+            log.info("flow_resumed", buffered_rows=rows)
+            self._paused.clear()
+        elif rows > BUFFER_HIGH_WATER:
+            ahead = {tp for tp, ts in self._row_ts.items() if ts > self._end_ts} - self._paused
+            if ahead:
+                self._consumer.pause(*[_tp(tp) for tp in ahead])
+                self._paused |= ahead
+                log.info("flow_paused", buffered_rows=rows, partitions=len(self._paused))
 
     def _give_up(self, ref: UnitRef, reason: str, text: str) -> bool:
         """Permanent error outside the claim service's own paths: publish it, then move on."""
@@ -225,5 +278,12 @@ class ConsumerRole:
         self._last_commit = now
 
     def close(self) -> None:
-        """Commit what is durable; pending units replay after a restart (nothing is lost)."""
-        self._commit(force=True)
+        """Finish the units in flight, commit what is durable; pending units replay after a restart."""
+        self.drain()
+        self._workers.shutdown(wait=True)
+
+
+def _tp(key: tuple[str, int]) -> Any:
+    from kafka.structs import TopicPartition
+
+    return TopicPartition(*key)

@@ -102,6 +102,7 @@ def test_a_save_whose_end_arrives_first_becomes_one_claim_and_commits_everything
     save = bahmni_save(FakeConnector())
     consumer.queue = save.end_first()
     r.step()
+    r.drain()
     assert [u.id for u in service.processed] == [5]
     assert service.processed[0].kind == "encounter"
     assert consumer.committed[(TX_TOPIC, 0)] == save.end.offset + 1
@@ -114,16 +115,19 @@ def test_three_saves_inside_the_window_give_one_claim() -> None:
     first = bahmni_save(conn)
     consumer.queue = first.in_order()
     r.step()
+    r.drain()
     for i in range(2):
         clock.now += 3
         consumer.queue = bahmni_save(
             conn, new_encounter=False, first_obs_id=100 + 10 * i, drug_order_id=30 + i, lab_order_id=40 + i
         ).in_order()
         r.step()
+        r.drain()
     assert service.processed == []
     assert consumer.committed.get((TX_TOPIC, 0), 0) <= first.begin.offset  # nothing durable yet
     clock.now += 10
     r.step()
+    r.drain()
     assert [u.id for u in service.processed] == [5]
     assert consumer.committed[(TX_TOPIC, 0)] > first.end.offset
 
@@ -133,6 +137,7 @@ def test_malformed_record_is_dead_lettered_and_does_not_block() -> None:
     bad = Record(topic("obs"), 0, 0, b'{"obs_id": 1}', b"{not json")
     consumer.queue = [bad]
     r.step()
+    r.drain()
     assert sink.dead and sink.dead[0]["reason"].startswith("invalid_json")
     assert sink.dead[0]["value"] == b"{not json"
     assert consumer.committed[(topic("obs"), 0)] == 1
@@ -144,10 +149,12 @@ def test_transient_failure_keeps_offsets_until_the_retry_succeeds() -> None:
     save = bahmni_save(FakeConnector())
     consumer.queue = save.in_order()
     r.step()
+    r.drain()
     assert service.processed == []
     assert consumer.committed.get((TX_TOPIC, 0), 0) <= save.begin.offset
     clock.now += 5
     r.step()
+    r.drain()
     assert [u.id for u in service.processed] == [5]
     assert consumer.committed[(TX_TOPIC, 0)] == save.end.offset + 1
 
@@ -157,5 +164,6 @@ def test_a_transaction_touching_two_encounters_claims_both() -> None:
     conn = FakeConnector()
     consumer.queue = diagnosis_revision(conn, old_encounter=5, new_encounter=12).in_order()
     r.step()
+    r.drain()
     assert sorted(u.id for u in service.processed) == [5, 12]
     assert all(u.captured_ms for u in service.processed)
