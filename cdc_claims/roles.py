@@ -256,9 +256,10 @@ def _run_writer(settings: Settings, publisher: KafkaPublisher, stopper: Stopper,
 def _run_poller(settings: Settings, publisher: KafkaPublisher, stopper: Stopper, heartbeat: Heartbeat) -> None:
     client = OpenImisClient(settings.openhim)
     store = LedgerOpenClaims(Ledger(writer_connection_factory(settings.db)))
-    poller = Poller(store, client, normalize, publisher)
+    poller = Poller(store, client, normalize, publisher, interval=settings.poll_seconds)
 
     def step() -> None:
+        heartbeat.beat()
         store.report_held()
         changed = poller.poll_once()
         heartbeat.beat()

@@ -112,7 +112,6 @@ class ClaimService:
         except ValueError as invalid:  # ClaimRenderError: nothing was sent
             return self._hold_draft(unit, ctx, draft, "invalid_claim", str(invalid))
         self._record(ctx, draft, State.SUBMITTING, attempts=attempts)
-        self._pub.audit(draft.code, self._render.audit_bundle(ctx, draft, claim))
         replayed = False
         started = time.monotonic()
         try:
@@ -122,6 +121,7 @@ class ClaimService:
             replayed = True
             response = self._api.get_claim_response(draft.code)
         except ClaimRefused as refused:
+            self._pub.audit(draft.code, self._render.audit_bundle(ctx, draft, claim))
             return self._fail(unit, ctx, draft, attempts, reason="refused_by_openimis", text=refused.message)
 
         submit_seconds = time.monotonic() - started
@@ -134,8 +134,11 @@ class ClaimService:
         self._pub.reply(ReplyMessage(draft, normalized, unit.source_committed_ms, timings))
         self._pub.flush()
         failpoint("after_reply")  # reply published; ledger and offsets not yet moved on
+        # The audit Bundle (Claim as sent + Patient, Encounter, ...) is off the writer's critical path.
+        self._pub.audit(draft.code, self._render.audit_bundle(ctx, draft, claim))
         new_state = advance(State.SUBMITTING, OPENIMIS_STATUS[normalized.openimis_status][0])
         self._record(ctx, draft, new_state, attempts=attempts, openimis_claim_uuid=normalized.claim_uuid)
+        self._pub.flush()
         _count_response(normalized)
         log.info(
             "claim_submitted",

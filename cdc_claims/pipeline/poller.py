@@ -8,6 +8,7 @@ reply exactly like the consumer does, so the writer has one path for every updat
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,14 @@ class OpenClaimStore(Protocol):
 
 
 class Poller:
+    """Asks openIMIS about open claims, each on its own back-off schedule.
+
+    A claim can stay "checked" for days until a reviewer gets to it, so asking about every open
+    claim every cycle would grow without bound. Each claim is asked about after ``interval``
+    seconds, doubling (up to ``max_interval``) while nothing changes, back to ``interval`` when
+    it does; at most ``batch`` claims per cycle, least recently asked first.
+    """
+
     def __init__(
         self,
         store: OpenClaimStore,
@@ -45,33 +54,63 @@ class Poller:
         normalize: Normalizer,
         publisher: Publisher,
         *,
+        interval: float = 60.0,
+        max_interval: float = 6 * 3600.0,
+        batch: int = 100,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._api = api
         self._normalize = normalize
         self._pub = publisher
         self._now = now
+        self._clock = clock
+        self._interval = interval
+        self._max_interval = max_interval
+        self._batch = batch
+        self._schedule: dict[str, tuple[float, float]] = {}  # code -> (next check, current interval)
 
     def poll_once(self) -> int:
-        """Check every open claim once; returns how many changed."""
+        """Check the open claims that are due (at most ``batch``); returns how many changed."""
         changed = 0
-        for claim in self._store.open_claims():
-            try:
-                response = self._api.get_claim_response(claim.claim_code)
-            except CdcClaimsError as err:
-                if err.retriable:
-                    raise
-                log.warning("poll_failed", claim_code=claim.claim_code, reason=err.reason, error=str(err)[:200])
-                continue
-            normalized = self._normalize(response, claim.draft, received_at=self._now())
-            event, _ = OPENIMIS_STATUS[normalized.openimis_status]
-            new_state = State(normalized.iclm_status.lower())
-            if new_state is claim.state or not allowed(claim.state, event):
-                continue
-            self._pub.reply(ReplyMessage(claim.draft, normalized, None))
-            self._pub.flush()
-            self._store.set_state(claim.claim_code, new_state, openimis_claim_uuid=normalized.claim_uuid)
-            log.info("claim_status_changed", claim_code=claim.claim_code, old=claim.state.value, new=new_state.value)
-            changed += 1
+        now = self._clock()
+        claims = self._store.open_claims()
+        self._schedule = {c.claim_code: self._schedule.get(c.claim_code, (now, self._interval)) for c in claims}
+        due = sorted((c for c in claims if self._schedule[c.claim_code][0] <= now), key=self._next_check)
+        for claim in due[: self._batch]:
+            moved = self._check(claim)
+            changed += moved
+            current = self._schedule[claim.claim_code][1]
+            if moved:
+                self._schedule[claim.claim_code] = (self._clock() + self._interval, self._interval)
+            else:
+                self._schedule[claim.claim_code] = (self._clock() + current, min(self._max_interval, current * 2))
         return changed
+
+    def _next_check(self, claim: OpenClaim) -> float:
+        return self._schedule[claim.claim_code][0]
+
+    def _check(self, claim: OpenClaim) -> bool:
+        """Ask openIMIS about one claim; publish a reply when its status moved. True if it did."""
+        try:
+            response = self._api.get_claim_response(claim.claim_code)
+        except CdcClaimsError as err:
+            if err.retriable:
+                raise
+            log.warning("poll_failed", claim_code=claim.claim_code, reason=err.reason, error=str(err)[:200])
+            return False
+        try:
+            normalized = self._normalize(response, claim.draft, received_at=self._now())
+        except ValueError as mismatch:
+            log.warning("poll_unreadable_response", claim_code=claim.claim_code, error=str(mismatch)[:200])
+            return False
+        event, _ = OPENIMIS_STATUS[normalized.openimis_status]
+        new_state = State(normalized.iclm_status.lower())
+        if new_state is claim.state or not allowed(claim.state, event):
+            return False
+        self._pub.reply(ReplyMessage(claim.draft, normalized, None))
+        self._pub.flush()
+        self._store.set_state(claim.claim_code, new_state, openimis_claim_uuid=normalized.claim_uuid)
+        log.info("claim_status_changed", claim_code=claim.claim_code, old=claim.state.value, new=new_state.value)
+        return True

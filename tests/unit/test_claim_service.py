@@ -156,7 +156,7 @@ def test_write_ahead_then_post_then_reply_then_ledger() -> None:
     result = service(w).process(UNIT)
     assert result.outcome == "submitted" and result.status == "checked"
     events = [e for e, _ in w.history if e != "flush"]
-    assert events == ["ledger", "audit", "post", "reply", "ledger"]
+    assert events == ["ledger", "post", "reply", "audit", "ledger"]
     assert [s for e, s in w.history if e == "ledger"] == ["submitting", "checked"]
     assert w.replies[0].source_committed_ms == 1
 
