@@ -56,16 +56,25 @@ class ReplyWriter:
         self._pause = retry_pause
 
     def step(self, timeout_ms: int = 500) -> int:
-        """Poll once and apply everything received; returns the number of records handled."""
+        """Poll once and apply everything received; returns the number of records handled.
+
+        Offsets are committed once per poll, after every record before them is in the database:
+        a crash in between replays a few replies, which the idempotent writer absorbs.
+        """
         batches = self._consumer.poll(timeout_ms=timeout_ms)
         handled = 0
-        for tp, records in batches.items():
-            for record in records:
-                if self._stopper.stopped:
-                    return handled
-                self._handle(record)
-                self._commit(self._consumer, {(tp.topic, tp.partition): record.offset + 1})
-                handled += 1
+        applied: dict[tuple[str, int], int] = {}
+        try:
+            for tp, records in batches.items():
+                for record in records:
+                    if self._stopper.stopped:
+                        return handled
+                    self._handle(record)
+                    applied[(tp.topic, tp.partition)] = record.offset + 1
+                    handled += 1
+        finally:
+            if applied:
+                self._commit(self._consumer, applied)
         return handled
 
     def _handle(self, record: Any) -> None:
