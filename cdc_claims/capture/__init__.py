@@ -22,12 +22,13 @@ from cdc_claims.capture.envelope import (
     as_int,
     parse_record,
 )
-from cdc_claims.capture.touched import EXTRACTORS, Touches, touched_by
+from cdc_claims.capture.touched import EXTRACTORS, TOUCH_COLUMNS, Touches, slim, touched_by
 from cdc_claims.capture.transactions import FeedResult, Transaction, TransactionBuffer
 
 __all__ = [
     "EXTRACTORS",
     "MALFORMED_REASONS",
+    "TOUCH_COLUMNS",
     "ChangeEvent",
     "FeedResult",
     "Op",
@@ -46,5 +47,6 @@ __all__ = [
     "as_decimal",
     "as_int",
     "parse_record",
+    "slim",
     "touched_by",
 ]

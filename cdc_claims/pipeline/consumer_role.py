@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from cdc_claims import metrics
-from cdc_claims.capture import Position, RowChange, Transaction, TransactionBuffer, TxMarker, parse_record, touched_by
+from cdc_claims.capture import Position, RowChange, Transaction, TransactionBuffer, parse_record, slim, touched_by
 from cdc_claims.errors import CdcClaimsError, MalformedEvent
 from cdc_claims.log import get_logger
 from cdc_claims.pipeline.claim_service import ClaimService
@@ -42,10 +42,6 @@ CAPTURED_TABLES = (
     "person_attribute",
 )
 MAX_UNIT_ATTEMPTS = 8
-#: Flow control: above this many buffered rows of incomplete transactions, data partitions that
-#: are ahead of the transaction topic are paused (memory stays bounded with a large backlog).
-BUFFER_HIGH_WATER = 20_000
-BUFFER_LOW_WATER = 5_000
 
 
 class Lookups(Protocol):
@@ -101,9 +97,6 @@ class ConsumerRole:
         # the offsets and Kafka stay on this thread.
         self._workers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="claim")
         self._inflight: dict[Future[object], tuple[Due, UnitRef]] = {}
-        self._row_ts: dict[tuple[str, int], int] = {}  # last source commit ts seen per data partition
-        self._end_ts = 0  # last END marker's ts
-        self._paused: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------------ loop
     def step(self, timeout_ms: int = 200) -> None:
@@ -115,7 +108,6 @@ class ConsumerRole:
         for tx in self.buffer.expire(now, self._expire_after):
             log.warning("transaction_expired_incomplete", tx_id=tx.tx_id, rows=len(tx.rows))
             self._on_transaction(tx, now)
-        self._flow_control()
         self._settle(self._clock())
         self._commit()
         metrics.PENDING_UNITS.set(self.settle.pending_count)
@@ -156,10 +148,8 @@ class ConsumerRole:
             self._sink.flush()
             self.offsets.done([position])
             return
-        if isinstance(event, RowChange) and event.source_ts_ms is not None:
-            self._row_ts[(record.topic, record.partition)] = event.source_ts_ms
-        elif isinstance(event, TxMarker) and event.status == "END" and event.ts_ms is not None:
-            self._end_ts = max(self._end_ts, event.ts_ms)
+        if isinstance(event, RowChange):
+            event = slim(event)  # rows wait for their transaction: keep only what touches need
         result = self.buffer.feed(event, now)
         self.offsets.done(result.ignored)
         for tx in result.completed:
@@ -236,25 +226,6 @@ class ConsumerRole:
             return False
         return self._give_up(ref, "internal_error", f"{type(err).__name__}: {err}")
 
-    def _flow_control(self) -> None:
-        """Pause data partitions running ahead of the transaction topic while the buffer is full.
-
-        Rows wait in memory until their transaction's END arrives; a partition whose newest row
-        is newer than the newest END is "ahead". The transaction topic and partitions that are
-        behind are never paused, so every buffered transaction can still complete.
-        """
-        rows = self.buffer.buffered_rows
-        if self._paused and rows < BUFFER_LOW_WATER:
-            self._consumer.resume(*[_tp(tp) for tp in self._paused])
-            log.info("flow_resumed", buffered_rows=rows)
-            self._paused.clear()
-        elif rows > BUFFER_HIGH_WATER:
-            ahead = {tp for tp, ts in self._row_ts.items() if ts > self._end_ts} - self._paused
-            if ahead:
-                self._consumer.pause(*[_tp(tp) for tp in ahead])
-                self._paused |= ahead
-                log.info("flow_paused", buffered_rows=rows, partitions=len(self._paused))
-
     def _give_up(self, ref: UnitRef, reason: str, text: str) -> bool:
         """Permanent error outside the claim service's own paths: publish it, then move on."""
         log.error("unit_parked", unit=str(ref), reason=reason, error=text[:300])
@@ -281,9 +252,3 @@ class ConsumerRole:
         """Finish the units in flight, commit what is durable; pending units replay after a restart."""
         self.drain()
         self._workers.shutdown(wait=True)
-
-
-def _tp(key: tuple[str, int]) -> Any:
-    from kafka.structs import TopicPartition
-
-    return TopicPartition(*key)

@@ -194,3 +194,17 @@ def test_undecodable_id_is_malformed() -> None:
     with pytest.raises(MalformedEvent) as err:
         touched_by(_rows(tx))
     assert err.value.reason == "invalid_value"
+
+
+def test_slimmed_rows_touch_exactly_what_full_rows_touch() -> None:
+    from debezium_fixtures import FakeConnector, bahmni_save, close_visit, diagnosis_revision, parsed, void_encounter
+
+    from cdc_claims.capture import TOUCH_COLUMNS, RowChange, slim, touched_by
+
+    conn = FakeConnector()
+    for tx in (bahmni_save(conn), diagnosis_revision(conn), void_encounter(conn), close_visit(conn)):
+        rows = [e for e in parsed(tx.in_order()) if isinstance(e, RowChange)]
+        slimmed = [slim(r) for r in rows]
+        assert touched_by(slimmed) == touched_by(rows)
+        assert all(set(image) <= TOUCH_COLUMNS for r in slimmed for image in r.images)
+        assert any(len(image) > len(TOUCH_COLUMNS) for r in rows for image in r.images)  # obs rows are wide
