@@ -47,7 +47,7 @@ _SNAPSHOT_FALSE = frozenset({"false", ""})
 _EPOCH = datetime(1970, 1, 1)  # naive: OpenMRS DATETIME has no zone, Debezium encodes it "as if UTC"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Position:
     """Where a record was read: the unit of offset bookkeeping."""
 

@@ -28,12 +28,28 @@ from cdc_claims.capture.envelope import Position, TopicPartition
 @dataclass
 class _Partition:
     last_seen: int
-    #: offset -> owners still to release; an empty set means "not assigned yet".
-    pending: dict[int, set[Hashable]] = field(default_factory=dict)
+    #: offset -> who still holds it: None (not assigned yet), one owner, or an ``_Owners`` set.
+    #: One owner is the common case; a set per record would double the memory of a backlog.
+    pending: dict[int, object] = field(default_factory=dict)
     committed: int | None = None
 
     def committable(self) -> int:
         return min(self.pending) if self.pending else self.last_seen + 1
+
+
+class _Owners(set[Hashable]):
+    """Several owners of one record (a transaction touching two units, say)."""
+
+
+_MISSING = object()
+
+
+def _owners(value: object) -> tuple[Hashable, ...]:
+    if value is None or value is _MISSING:
+        return ()
+    if isinstance(value, _Owners):
+        return tuple(value)
+    return (value,) if isinstance(value, Hashable) else ()
 
 
 class OffsetTracker:
@@ -52,7 +68,7 @@ class OffsetTracker:
         elif position.offset <= part.last_seen:
             return False
         part.last_seen = position.offset
-        part.pending[position.offset] = set()
+        part.pending[position.offset] = None
         return True
 
     def is_pending(self, position: Position) -> bool:
@@ -64,8 +80,8 @@ class OffsetTracker:
         """These records' effects are durable (or they never had one)."""
         for position in positions:
             part = self._partitions.get(position.topic_partition)
-            owners = part.pending.pop(position.offset, None) if part else None
-            for owner in owners or ():
+            owners = part.pending.pop(position.offset, _MISSING) if part else _MISSING
+            for owner in _owners(owners):
                 held = self._owned.get(owner)
                 if held is not None:
                     held.discard(position)
@@ -79,7 +95,13 @@ class OffsetTracker:
             part = self._partitions.get(position.topic_partition)
             if part is None or position.offset not in part.pending:
                 continue
-            part.pending[position.offset].add(owner)
+            current = part.pending[position.offset]
+            if current is None:
+                part.pending[position.offset] = owner
+            elif isinstance(current, _Owners):
+                current.add(owner)
+            elif current != owner:
+                part.pending[position.offset] = _Owners((current, owner))
             self._owned.setdefault(owner, set()).add(position)
 
     def release(self, owner: Hashable) -> tuple[Position, ...]:
@@ -87,13 +109,17 @@ class OffsetTracker:
         finished: list[Position] = []
         for position in sorted(self._owned.pop(owner, ())):
             part = self._partitions.get(position.topic_partition)
-            owners = part.pending.get(position.offset) if part else None
-            if part is None or owners is None:
+            current = part.pending.get(position.offset, _MISSING) if part else _MISSING
+            if part is None or current is _MISSING or current is None:
                 continue
-            owners.discard(owner)
-            if not owners:
-                del part.pending[position.offset]
-                finished.append(position)
+            if isinstance(current, _Owners):
+                current.discard(owner)
+                if current:
+                    continue
+            elif current != owner:
+                continue
+            del part.pending[position.offset]
+            finished.append(position)
         return tuple(finished)
 
     # -- committing -----------------------------------------------------------------------
@@ -124,7 +150,7 @@ class OffsetTracker:
         if part is None:
             return
         for offset, owners in part.pending.items():
-            for owner in owners:
+            for owner in _owners(owners):
                 held = self._owned.get(owner)
                 if held is not None:
                     held.discard(Position(topic, partition, offset))
