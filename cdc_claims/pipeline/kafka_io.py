@@ -28,6 +28,9 @@ def make_consumer(settings: KafkaSettings, topics: Iterable[str], *, group_id: s
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=500,
+        # small fetches: a backlog waits in Kafka, not in this process's memory
+        max_partition_fetch_bytes=256 * 1024,
+        fetch_max_bytes=4 * 1024 * 1024,
         session_timeout_ms=10000,
         heartbeat_interval_ms=2000,
         max_poll_interval_ms=300000,
