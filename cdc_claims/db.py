@@ -122,27 +122,23 @@ def connection_factory(
     return connect
 
 
-def reader_connection_factory(db: DatabaseSettings) -> ConnFactory:
-    """Connections as the SELECT-only reader user."""
+def _for_user(db: DatabaseSettings, user: str, password: str) -> ConnFactory:
     return connection_factory(
         host=db.host,
         port=db.port,
-        user=db.user,
-        password=db.password.get_secret_value(),
+        user=user,
+        password=password,
         database=db.name,
         connect_timeout=db.connect_timeout,
         tls_ca=db.tls_ca,
     )
+
+
+def reader_connection_factory(db: DatabaseSettings) -> ConnFactory:
+    """Connections as the SELECT-only reader user."""
+    return _for_user(db, db.user, db.password.get_secret_value())
 
 
 def writer_connection_factory(db: DatabaseSettings) -> ConnFactory:
     """Connections as the writer user (may write ``iclm_*`` and ``cdc_claims_ledger``)."""
-    return connection_factory(
-        host=db.host,
-        port=db.port,
-        user=db.writer_user,
-        password=db.writer_password.get_secret_value(),
-        database=db.name,
-        connect_timeout=db.connect_timeout,
-        tls_ca=db.tls_ca,
-    )
+    return _for_user(db, db.writer_user, db.writer_password.get_secret_value())

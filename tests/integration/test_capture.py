@@ -18,6 +18,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from cdc_claims.pipeline.consumer_role import CAPTURED_TABLES
 from cdc_claims.settings import KafkaSettings
 
 if TYPE_CHECKING:  # fixtures come from conftest.py; tests/integration is not a package
@@ -31,18 +32,7 @@ SETTINGS = KafkaSettings()
 OBS = SETTINGS.table_topic("obs")
 ENCOUNTER = SETTINGS.table_topic("encounter")
 TX = SETTINGS.transaction_topic
-CAPTURED = [
-    "encounter",
-    "obs",
-    "orders",
-    "drug_order",
-    "encounter_diagnosis",
-    "encounter_provider",
-    "visit",
-    "visit_attribute",
-    "patient_identifier",
-    "person_attribute",
-]
+CAPTURED = list(CAPTURED_TABLES)  # what the consumer reads is what the connector must capture
 
 # Demo encounter 1 (patient 74, visit 1) of the Bahmni 0.94 DB; concept 117 is a numeric vital there.
 ENCOUNTER_ID = 1

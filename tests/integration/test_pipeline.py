@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -62,6 +63,17 @@ def tail(full_stack: CaptureStack) -> Iterator[Tail]:
     reader = Tail(full_stack.bootstrap, [REPLIES, HELD, AUDIT, DLQ])
     yield reader
     reader.close()
+
+
+def run_cli(sidecar: Sidecar, mapping: dict[str, Any], folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``cdc-claims <args>`` in a subprocess, configured like the running sidecar but with ``mapping``."""
+    path = folder / "mapping.yaml"
+    path.write_text(yaml.safe_dump(mapping))
+    (folder / "openimis_icd_codes.csv").write_text((DEMO_MAPPING.parent / "openimis_icd_codes.csv").read_text())
+    env = {**os.environ, **sidecar.env, "CDC_CLAIMS_MAPPING_FILE": str(path), "CDC_CLAIMS_METRICS_PORT": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "cdc_claims", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def test_a_saved_consultation_becomes_a_checked_claim_with_reply_audit_and_billing_rows(
@@ -275,18 +287,7 @@ def test_held_claims_are_rerun_by_the_command_once_the_mapping_is_fixed(
 
     fixed = yaml.safe_load(DEMO_MAPPING.read_text())
     fixed["drugs"][UNMAPPED_DRUG] = {"code": "0001", "price": 10, "uuid": "71efb78b-64ee-4a68-be29-87daf566eb20"}
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(yaml.safe_dump(fixed))
-    (tmp_path / "openimis_icd_codes.csv").write_text((DEMO_MAPPING.parent / "openimis_icd_codes.csv").read_text())
-    env = {**os.environ, **sidecar.env, "CDC_CLAIMS_MAPPING_FILE": str(mapping), "CDC_CLAIMS_METRICS_PORT": "0"}
-    out = subprocess.run(
-        [sys.executable, "-m", "cdc_claims", "rerun-held", "--unit", enc.uuid],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    out = run_cli(sidecar, fixed, tmp_path, "rerun-held", "--unit", enc.uuid)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "submitted" in out.stdout
     assert wait_ledger(db, enc.uuid, "checked")["claim_code"] == claim_code_of(enc.uuid)
@@ -321,17 +322,6 @@ def test_check_mapping_command_lists_what_the_database_uses_and_the_mapping_lack
 ) -> None:
     reduced = yaml.safe_load(DEMO_MAPPING.read_text())
     del reduced["drugs"][NIFEDIPINE]  # the Bahmni demo DB has Nifedipine orders
-    mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(yaml.safe_dump(reduced))
-    (tmp_path / "openimis_icd_codes.csv").write_text((DEMO_MAPPING.parent / "openimis_icd_codes.csv").read_text())
-    env = {**os.environ, **sidecar.env, "CDC_CLAIMS_MAPPING_FILE": str(mapping)}
-    out = subprocess.run(
-        [sys.executable, "-m", "cdc_claims", "check-mapping"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    out = run_cli(sidecar, reduced, tmp_path, "check-mapping")
     assert out.returncode == 1, out.stdout + out.stderr
     assert NIFEDIPINE in out.stdout
