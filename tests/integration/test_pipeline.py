@@ -128,10 +128,14 @@ def test_several_saves_inside_the_settle_window_give_one_claim_with_the_final_co
     db = full_stack.mariadb
     patient = sim.create_patient(INSUREES[1], gender="M")
     visit = sim.start_visit(patient)
-    first = sim.save_consultation(visit, diagnoses=[Dx(HYPERTHYROIDISM, "PROVISIONAL")], drugs=[Drug(METFORMIN, 10)])
-    with sim.save(first) as save:  # the doctor edits the same encounter: confirms, revises, adds tests
+    first = sim.save_consultation(
+        visit, diagnoses=[Dx(HYPERTHYROIDISM, "PROVISIONAL")], drugs=[Drug(METFORMIN, 10), Drug(NIFEDIPINE, 5)]
+    )
+    metformin, nifedipine = first.orders
+    with sim.save(first) as save:  # the doctor edits the same encounter: confirms, revises, stops, adds
         save.edit_diagnosis_certainty(first.diagnoses[0], "CONFIRMED")
-        save.revise_drug(first.orders[0], 30)
+        save.revise_drug(metformin, 30)
+        save.discontinue_order(nifedipine)
         save.add_order("radiology", CHEST_PA)
     assert save.result.encounter_id == first.encounter_id
 
@@ -146,7 +150,7 @@ def test_several_saves_inside_the_settle_window_give_one_claim_with_the_final_co
         (Decimal("40.00"), 30),  # the revised quantity, not the first one
         (Decimal("400.00"), 1),
         (Decimal("3250.00"), 1),  # the test added in the second Save
-    ]
+    ]  # and no Nifedipine line: discontinued in the second Save
     assert claim["claimed_total"] == Decimal("4850.00")
     assert openimis_claims(OpenImis(full_stack.stack), claim["claim_code"]) == 1
     assert len(claim_rows(db, first.encounter_id)) == 1
