@@ -22,6 +22,8 @@ NIFEDIPINE = "6f0242cf-1cf2-4c0d-a522-e8628f0cd988"  # -> item 0171 at 35
 METFORMIN = "952916ed-55f9-498a-8880-3b69855598ef"  # -> item 0158 at 40
 THYROID_FUNCTION = "f2af3cd5-634f-4b17-97c5-d5cd52ee2867"  # lab -> service I125 at 650
 CHEST_PA = "c423e55e-3f10-11e4-adec-0800271c1b75"  # radiology -> service I42 at 3250
+DIABETES_II = "de0be4e3-4e14-11e4-8a57-0800271c1b75"  # -> openIMIS ICD A499 (demo mapping)
+APPENDECTOMY = "70de1c00-d244-4649-b413-bc7893ead902"  # procedure -> service M17 at 21000
 UNMAPPED_DRUG = "4ee2744a-6e41-43a6-98ca-2390cb9e18b8"  # Clobetasone 15g: not in the demo mapping
 #: demo insurees with a policy valid 2025-2030 in Rapta's district (R1D1, product BCUL0001)
 INSUREES = ("070707081", "070707070", "070707055", "111111119")

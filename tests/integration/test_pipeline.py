@@ -17,7 +17,9 @@ import yaml
 from conftest import CaptureStack
 from kafka import KafkaProducer
 from pipeline_support import (
+    APPENDECTOMY,
     CHEST_PA,
+    DIABETES_II,
     HYPERTHYROIDISM,
     INSUREES,
     METFORMIN,
@@ -154,6 +156,49 @@ def test_several_saves_inside_the_settle_window_give_one_claim_with_the_final_co
     assert claim["claimed_total"] == Decimal("4850.00")
     assert openimis_claims(OpenImis(full_stack.stack), claim["claim_code"]) == 1
     assert len(claim_rows(db, first.encounter_id)) == 1
+
+
+def test_a_bahmni_procedure_order_is_claimed_as_a_service(
+    sidecar: Sidecar, sim: BahmniSim, full_stack: CaptureStack
+) -> None:
+    db = full_stack.mariadb
+    visit = sim.start_visit(sim.create_patient(INSUREES[0], gender="M"))
+    enc = sim.save_consultation(visit, diagnoses=[Dx(HYPERTHYROIDISM)])
+    sim.add_procedure_order(enc, APPENDECTOMY)  # Bahmni 1.0 "Procedure Order", its own Save
+    claim = wait_for("iclm_claim row", lambda: claim_rows(db, enc.encounter_id))[0]
+    prices = rows(
+        db,
+        "SELECT pi.price FROM iclm_claim_item ci JOIN iclm_provided_item pi ON pi.iclm_provided_item_id = ci.item"
+        " WHERE ci.claim = %s ORDER BY pi.price",
+        claim["iclm_claim_id"],
+    )
+    assert [p["price"] for p in prices] == [Decimal("400.00"), Decimal("21000.00")]
+    assert claim["claimed_total"] == Decimal("21400.00")
+
+
+def test_a_diagnosis_revised_in_a_later_encounter_is_claimed_there_and_reported_on_the_first(
+    sidecar: Sidecar, sim: BahmniSim, full_stack: CaptureStack, tail: Tail
+) -> None:
+    db = full_stack.mariadb
+    patient = sim.create_patient(INSUREES[1], gender="F")
+    first = sim.save_consultation(sim.start_visit(patient), diagnoses=[Dx(HYPERTHYROIDISM)])
+    wait_ledger(db, first.uuid, "checked")
+    follow_up = sim.start_visit(patient)  # a later visit: a new encounter
+    later = sim.revise_diagnosis_in_later_encounter(first.diagnoses[0], follow_up, Dx(DIABETES_II))
+    assert first.encounter_id in later.touched_encounter_ids  # one transaction, two encounters
+
+    claim = wait_for("claim of the later encounter", lambda: claim_rows(db, later.encounter_id))[0]
+    dx = rows(
+        db,
+        "SELECT c.uuid FROM iclm_claim_diagnosis d JOIN concept c ON c.concept_id = d.concept WHERE d.claim = %s",
+        claim["iclm_claim_id"],
+    )
+    assert [d["uuid"] for d in dx] == [DIABETES_II]
+    first_code = claim_code_of(first.uuid)
+    tail.wait("notice on the first encounter", lambda _: bool(tail.of(HELD, first_code)))
+    notice = tail.of(HELD, first_code)[-1].value
+    assert (notice["kind"], notice["reason"]) == ("notice", "no_diagnosis")  # its only diagnosis was revised
+    assert ledger(db, first.uuid)["state"] == "checked"  # type: ignore[index]  # openIMIS keeps the first claim
 
 
 def test_uninsured_patient_is_held_visibly_then_claimed_when_the_insurance_number_arrives(
