@@ -93,6 +93,7 @@ class ConsumerRole:
         self._commit_times: dict[Unit, tuple[int | None, int]] = {}
         self._attempts: dict[Unit, int] = {}
         self._last_commit = 0.0
+        self._deferred: list[Transaction] = []  # waiting for the database look-ups to work again
         # Units run on worker threads (each claim waits ~0.2 s on openIMIS); the settle tracker,
         # the offsets and Kafka stay on this thread.
         self._workers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="claim")
@@ -102,6 +103,7 @@ class ConsumerRole:
     def step(self, timeout_ms: int = 200) -> None:
         batches = self._consumer.poll(timeout_ms=min(timeout_ms, 20) if self._inflight else timeout_ms)
         now = self._clock()
+        self._retry_deferred(now)
         for records in batches.values():
             for record in records:
                 self._consume(record, now)
@@ -156,6 +158,21 @@ class ConsumerRole:
             self._on_transaction(tx, now)
 
     def _on_transaction(self, tx: Transaction, now: float) -> None:
+        try:
+            self._apply(tx, now)
+        except CdcClaimsError as err:
+            if not err.retriable:
+                raise
+            # the database look-ups failed: keep the transaction (its offsets stay pending)
+            log.warning("transaction_deferred", tx_id=tx.tx_id, reason=err.reason, error=str(err)[:200])
+            self._deferred.append(tx)
+
+    def _retry_deferred(self, now: float) -> None:
+        deferred, self._deferred = self._deferred, []
+        for tx in deferred:
+            self._on_transaction(tx, now)
+
+    def _apply(self, tx: Transaction, now: float) -> None:
         metrics.TRANSACTIONS.inc()
         touches = touched_by(tx)
         tag = tx.tx_id

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from debezium_fixtures import TX_TOPIC, FakeConnector, Record, bahmni_save, diagnosis_revision, topic
+from debezium_fixtures import TX_TOPIC, FakeConnector, Record, bahmni_save, diagnosis_revision, drug_order_row, topic
 
 from cdc_claims.errors import TransientSubmitError
 from cdc_claims.pipeline.consumer_role import ConsumerRole
@@ -167,3 +167,29 @@ def test_a_transaction_touching_two_encounters_claims_both() -> None:
     r.drain()
     assert sorted(u.id for u in service.processed) == [5, 12]
     assert all(u.captured_ms for u in service.processed)
+
+
+def test_a_transaction_whose_lookups_fail_is_retried_not_dropped() -> None:
+    from cdc_claims.errors import SourceUnavailable
+
+    r, consumer, service, _, _ = role()
+    calls = {"n": 0}
+
+    def flaky(order_ids: Iterable[int]) -> Mapping[int, int]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise SourceUnavailable("database restarting")
+        return {order_id: 5 for order_id in order_ids}
+
+    r._lookups.order_encounters = flaky  # type: ignore[method-assign]
+    conn = FakeConnector()
+    tx = conn.transaction().insert("drug_order", drug_order_row(11)).commit()  # needs order -> encounter
+    consumer.queue = tx.in_order()
+    r.step()
+    r.drain()
+    assert service.processed == []
+    assert consumer.committed.get((TX_TOPIC, 0), 0) <= tx.begin.offset  # still pending, not lost
+    r.step()
+    r.drain()
+    assert [u.id for u in service.processed] == [5]
+    assert consumer.committed[(TX_TOPIC, 0)] == tx.end.offset + 1
