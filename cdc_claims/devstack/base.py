@@ -158,6 +158,18 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def process_status(pidfile: Path, *, healthy: Callable[[], bool], port: int, running: str, log: Path) -> str:
+    """The ``status()`` line of a component that is one process we started on one port."""
+    pid = read_pid(pidfile)
+    if pid is not None and healthy():
+        return f"running (pid {pid}, {running})"
+    if pid is not None:
+        return f"starting or unhealthy (pid {pid}); see {log}"
+    if port_open(port):
+        return f"port {port} is taken by a process we did not start"
+    return "stopped"
+
+
 def tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

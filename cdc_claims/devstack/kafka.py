@@ -36,6 +36,7 @@ from cdc_claims.devstack.base import (
     StackError,
     http_ok,
     port_open,
+    process_status,
     read_pid,
     start_process,
     step,
@@ -149,14 +150,13 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     def status(self) -> str:
-        pid = read_pid(self.pidfile)
-        if pid is not None and port_open(self.port):
-            return f"running (pid {pid}, {self.bootstrap}, data {self.data})"
-        if pid is not None:
-            return f"starting or unhealthy (pid {pid}); see {self.logfile}"
-        if port_open(self.port):
-            return f"port {self.port} is taken by a process we did not start"
-        return "stopped"
+        return process_status(
+            self.pidfile,
+            healthy=lambda: port_open(self.port),
+            port=self.port,
+            running=f"{self.bootstrap}, data {self.data}",
+            log=self.logfile,
+        )
 
     def up(self) -> None:
         if read_pid(self.pidfile) is not None and self.ready():

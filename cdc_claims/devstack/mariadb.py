@@ -49,6 +49,7 @@ from cdc_claims.devstack.base import (
     Stack,
     StackError,
     port_open,
+    process_status,
     read_pid,
     start_process,
     step,
@@ -130,14 +131,13 @@ class MariaDB:
     # -- Component ---------------------------------------------------------------------------------
 
     def status(self) -> str:
-        pid = read_pid(self.pidfile)
-        if pid is not None and self._ready():
-            return f"running (pid {pid}, 127.0.0.1:{self.port}, datadir {self.datadir})"
-        if pid is not None:
-            return f"starting or unhealthy (pid {pid}); see {self.logfile}"
-        if port_open(self.port):
-            return f"port {self.port} is taken by a process we did not start"
-        return "stopped"
+        return process_status(
+            self.pidfile,
+            healthy=self._ready,
+            port=self.port,
+            running=f"127.0.0.1:{self.port}, datadir {self.datadir}",
+            log=self.logfile,
+        )
 
     def up(self) -> None:
         if read_pid(self.pidfile) is not None and self._ready():

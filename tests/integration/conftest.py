@@ -33,6 +33,8 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.serializer import Deserializer
 
+from cdc_claims.db import Connection
+from cdc_claims.devstack.bahmni_testdb import admin_factory
 from cdc_claims.devstack.base import Component, Stack
 from cdc_claims.devstack.kafka import KafkaBroker, KafkaConnect
 from cdc_claims.devstack.mariadb import MariaDB
@@ -108,6 +110,14 @@ def capture_stack(stack: Stack, mariadb: MariaDB, kafka_broker: KafkaBroker) -> 
     connect = KafkaConnect(stack, mariadb)
     with running(connect):
         yield CaptureStack(stack=stack, mariadb=mariadb, kafka=kafka_broker, connect=connect)
+
+
+@pytest.fixture
+def db() -> Iterator[Connection]:
+    """A connection with Bahmni's own rights (``cdc_admin``), for writing scenarios and asserting."""
+    conn = admin_factory()()
+    yield conn
+    conn.close()
 
 
 @pytest.fixture

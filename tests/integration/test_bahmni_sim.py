@@ -5,11 +5,11 @@ Needs a MariaDB with the Bahmni 0.94 demo DB + iclm schema (see cdc_claims.devst
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from sql_support import q
 
 from cdc_claims.devstack.bahmni import BahmniSim, Drug, Dx, EncounterRef
 from cdc_claims.devstack.bahmni_testdb import admin_factory
@@ -43,20 +43,6 @@ COUNTED = (
 @pytest.fixture(scope="module")
 def sim() -> BahmniSim:
     return BahmniSim(admin_factory())
-
-
-@pytest.fixture
-def db() -> Iterator[Connection]:
-    conn = admin_factory()()
-    yield conn
-    conn.close()
-
-
-def q(conn: Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
-    conn.commit()  # fresh snapshot (REPEATABLE READ)
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return list(cur.fetchall())
 
 
 def one(conn: Connection, sql: str, *args: Any) -> dict[str, Any]:

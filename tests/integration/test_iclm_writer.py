@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from sql_support import q
 
 from cdc_claims.assemble.model import ClaimDiagnosis, ClaimDraft, ClaimLine
 from cdc_claims.devstack.bahmni import BahmniSim, Drug, Dx, EncounterRef
@@ -33,20 +33,6 @@ def sim() -> BahmniSim:
 @pytest.fixture(scope="module")
 def writer() -> IclmWriter:
     return IclmWriter(writer_factory())
-
-
-@pytest.fixture
-def db() -> Iterator[Connection]:
-    conn = admin_factory()()
-    yield conn
-    conn.close()
-
-
-def q(conn: Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
-    conn.commit()
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return list(cur.fetchall())
 
 
 def billing_state(conn: Connection, encounter_uuid: str) -> str | None:
