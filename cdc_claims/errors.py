@@ -3,16 +3,30 @@
 Every error carries its own policy (as aiokafka does): retry loops ask ``err.retriable``
 instead of chains of ``isinstance``, and every permanent error has a machine-readable
 ``reason`` that ends up somewhere visible (a held status row, a dead-letter record, a metric
-label, a log line)::
+label, a log line).
+
+**Retriable** means "time or a person can fix it without touching the claim": the unit is
+retried forever, with capped and jittered backoff, and the claim goes out by itself once the
+cause is gone (a fixed password, a created openHIM channel, a broker back up). **Permanent**
+means "this claim or record itself is wrong": it is parked in a terminal state with a reason
+that ``cdc-claims rerun-held`` picks up, or dead-lettered::
 
     CdcClaimsError                     retriable=False
     +-- ConfigError                    bad settings or mapping file: refuse to start
     +-- MalformedEvent                 a Kafka record we cannot parse -> dead-letter topic
     +-- NotClaimable                   business skip (uninsured, unmapped, no ICD...) -> held row
+    +-- ClaimRenderError               the draft is not a valid FHIR Claim -> held invalid_claim
+    +-- ResponseMismatch               a ClaimResponse we cannot read against its claim
+    |   +-- UnknownClaimStatus         a status code this sidecar does not know -> visible state
+    +-- IllegalTransition              a lifecycle event not allowed in the current state
     +-- SourceUnavailable              OpenMRS database unreachable            retriable=True
+    +-- KafkaUnavailable               broker down, rebalance, commit refused  retriable=True
+    +-- LeaseHeld                      another sidecar is submitting this unit retriable=True
+    +-- ConsumerStalled                no assignment / no progress: rebuild    retriable=True
     +-- SubmitError
     |   +-- TransientSubmitError       network error, timeout, 5xx w/o OperationOutcome  retriable
-    |   +-- AuthenticationFailed       401 after a credential refresh           retriable=False
+    |   +-- AuthenticationFailed       401/403, token refused                  retriable=True
+    |   +-- UpstreamMisconfigured      404 no channel, other 4xx, non-JSON 2xx retriable=True
     |   +-- ClaimRefused               openIMIS 500 + OperationOutcome (validation): permanent
     |       +-- DuplicateClaimCode     "Claim with code ... already exists": already submitted
     +-- WriteBackError                 billing tables could not be written      retriable=True
@@ -74,11 +88,74 @@ HELD_REASONS: dict[str, str] = {
     "unmapped_facility": "the encounter location has no openIMIS health facility code",
     "no_billable_lines": "nothing billable in the encounter or visit",
     "voided": "the encounter or visit was voided",
+    "voided_after_submit": "the encounter was voided after its claim reached openIMIS: withdraw the claim",
+    "unknown_status": "openIMIS reported a claim status this sidecar does not know",
+    "internal_error": "the sidecar failed on this claim (a bug): see the logs, then re-run it",
     "changed_after_submit": "the encounter changed after its claim was submitted",
     "refused_by_openimis": "openIMIS refused the claim (validation error)",
     "invalid_claim": "the claim built from the encounter is not a valid FHIR Claim",
     "unreadable_response": "openIMIS answered with a ClaimResponse that does not match the claim",
 }
+
+
+class ClaimRenderError(CdcClaimsError):
+    """The draft cannot become a valid FHIR Claim (or audit Bundle). Nothing was sent."""
+
+    reason = "invalid_claim"
+
+
+class ResponseMismatch(CdcClaimsError):
+    """A ClaimResponse that is not for the claim it was paired with, or cannot be read.
+
+    Never half-applied: the claim stays visible (``unreadable_response``) and re-runnable.
+    """
+
+    reason = "unreadable_response"
+
+
+class UnknownClaimStatus(ResponseMismatch):
+    """openIMIS answered with a claim status code this sidecar does not know (forks use 6, 9,
+    17-22...). The claim *is* in openIMIS: it is recorded in a visible state, never dropped,
+    never re-sent, and followed until a known status arrives."""
+
+    reason = "unknown_status"
+
+    def __init__(self, message: str, *, code: int, claim_uuid: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.claim_uuid = claim_uuid
+
+
+class IllegalTransition(CdcClaimsError):
+    """A bug or a stale message: the event is not allowed in this state."""
+
+    reason = "illegal_transition"
+
+
+class KafkaUnavailable(CdcClaimsError):
+    """Kafka refused or could not be reached (broker restart, rebalance, timed-out send).
+
+    Every kafka-python error is turned into this at the adapter, so the roles ride through a
+    broker restart instead of dying: nothing was committed, the records come again."""
+
+    retriable = True
+    reason = "kafka"
+
+
+class LeaseHeld(CdcClaimsError):
+    """Another sidecar holds the submit lease of this unit (a rolling update, a zombie after a
+    rebalance). Wait and try again: by then the other one has finished or its lease expired."""
+
+    retriable = True
+    reason = "lease_held"
+
+
+class ConsumerStalled(CdcClaimsError):
+    """The Kafka consumer has no assignment, or makes no progress while its partitions have
+    lag: the role rebuilds its consumer (rejoins the group) instead of reporting ready."""
+
+    retriable = True
+    reason = "consumer_stalled"
 
 
 class SourceUnavailable(CdcClaimsError):
@@ -102,9 +179,19 @@ class TransientSubmitError(SubmitError):
 
 
 class AuthenticationFailed(SubmitError):
-    """Credentials were refused even after a refresh: an operator must act."""
+    """Credentials were refused even after a refresh. An operator must fix them; until then
+    every claim waits (retried, not parked) and ``/readyz`` and an alert say why."""
 
+    retriable = True
     reason = "auth"
+
+
+class UpstreamMisconfigured(SubmitError):
+    """openHIM answered in a way only configuration can fix (no channel: 404, another 4xx, a 2xx
+    that is not JSON). Retried like a credential error: the claim is fine, the route is not."""
+
+    retriable = True
+    reason = "upstream_misconfigured"
 
 
 class ClaimRefused(SubmitError):

@@ -26,6 +26,8 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.claim import Claim
 from pydantic import Field, ValidationError
 
+from cdc_claims.errors import ClaimRenderError
+
 IG = "https://openimis.github.io/openimis_fhir_r4_ig/"
 IDENTIFIER_SYSTEM = IG + "CodeSystem/openimis-identifiers"
 VISIT_TYPE_SYSTEM = IG + "CodeSystem/claim-visit-type"
@@ -42,14 +44,6 @@ CHF_ID_TYPE = "SB"
 REFERENCE_TYPE = {"item": "Medication", "service": "ActivityDefinition"}
 
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-
-
-class ClaimRenderError(ValueError):
-    """A draft or context that cannot become a valid openIMIS Claim / audit Bundle.
-
-    Raised before anything is sent: it is a bug in the mapping or assembly (or a draft that
-    slipped past their checks), never a transient condition.
-    """
 
 
 class OpenImisClaim(Claim):

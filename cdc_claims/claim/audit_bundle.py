@@ -30,13 +30,13 @@ from cdc_claims.claim._fhir import (
     CLAIM_CODE_TYPE,
     DIAGNOSIS_SYSTEM,
     IDENTIFIER_SYSTEM,
-    ClaimRenderError,
     drop_none,
     is_fhir_id,
     validate_bundle,
     validate_claim,
 )
 from cdc_claims.claim.fhir_claim import claim_diagnoses
+from cdc_claims.errors import ClaimRenderError
 
 #: Namespace of the deterministic ids given to resources OpenMRS has no uuid for (Bundle,
 #: Coverage, synthetic lines): the same submission always yields the same audit ids.

@@ -33,12 +33,12 @@ from cdc_claims.claim._fhir import (
     ITEM_REFERENCE_URL,
     REFERENCE_TYPE,
     VISIT_TYPE_SYSTEM,
-    ClaimRenderError,
     money,
     number,
     reference,
     validate_claim,
 )
+from cdc_claims.errors import ClaimRenderError
 
 #: openIMIS has five ICD slots on a claim (``icd``, ``icd_1`` .. ``icd_4``).
 MAX_DIAGNOSES = 5
@@ -73,7 +73,7 @@ def render_claim(draft: ClaimDraft, *, currency: str | None = None) -> dict[str,
     ``currency`` is optional because openIMIS ignores it; when given it is put on every
     ``unitPrice`` and on ``total`` alike, so the Claim never mixes currencies.
 
-    Raises :class:`~cdc_claims.claim._fhir.ClaimRenderError` (a ``ValueError``) for a draft
+    Raises :class:`~cdc_claims.errors.ClaimRenderError` for a draft
     openIMIS would refuse or misread (no diagnosis, no line, zero total, bad visit type, over-long
     code, duplicate sequences, ...) or whose rendering is not valid FHIR.
     """

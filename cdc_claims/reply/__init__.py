@@ -1,7 +1,8 @@
 """ClaimResponse -> normalized reply (pure)."""
 
+from cdc_claims.errors import ResponseMismatch
 from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage, decode_reply, encode_reply
-from cdc_claims.reply.normalize import ResponseMismatch, normalize
+from cdc_claims.reply.normalize import normalize
 
 __all__ = [
     "LineOutcome",

@@ -7,6 +7,7 @@ once; everything downstream (the reply topic, the iclm writer, metrics) reads th
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -17,6 +18,7 @@ from pydantic import TypeAdapter
 from cdc_claims.assemble.model import ClaimDraft
 
 REPLY_SCHEMA = "cdc-claims.reply/v1"
+WITHDRAWAL_SCHEMA = "cdc-claims.withdrawal/v1"
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,37 @@ def encode_reply(message: ReplyMessage) -> bytes:
 
 
 def decode_reply(raw: bytes) -> ReplyMessage:
+    return _REPLY.validate_json(raw)
+
+
+@dataclass(frozen=True)
+class WithdrawalNotice:
+    """A claim openIMIS holds (or lines of it) that must be withdrawn there by billing staff.
+
+    Sent on the reply topic under the claim code, so it is ordered after the claim's replies and
+    the writer flags the same ``iclm_claim`` rows. ``source_uuids`` empty = the whole claim.
+    """
+
+    claim_code: str
+    reason: str  # a HELD_REASONS key, e.g. voided_after_submit
+    detail: str  # billing-staff text; uuids only, never names
+    at: datetime
+    source_uuids: tuple[str, ...] = ()
+    schema: str = WITHDRAWAL_SCHEMA
+
+
+_WITHDRAWAL = TypeAdapter(WithdrawalNotice)
+
+
+def encode_withdrawal(notice: WithdrawalNotice) -> bytes:
+    return _WITHDRAWAL.dump_json(notice)
+
+
+def decode_message(raw: bytes) -> ReplyMessage | WithdrawalNotice:
+    """Either record the reply topic carries, told apart by its ``schema`` field."""
+    doc = json.loads(raw)
+    if isinstance(doc, dict) and doc.get("schema") == WITHDRAWAL_SCHEMA:
+        return _WITHDRAWAL.validate_json(raw)
     return _REPLY.validate_json(raw)
 
 

@@ -49,6 +49,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, cast
 
 from cdc_claims.assemble.model import ClaimDraft, ClaimLine
+from cdc_claims.errors import ResponseMismatch, UnknownClaimStatus
 from cdc_claims.lifecycle import OPENIMIS_STATUS
 from cdc_claims.reply.model import LineOutcome, NormalizedResponse
 
@@ -86,14 +87,6 @@ _KIND = {"Medication": "item", "ActivityDefinition": "service"}
 
 StatusCode = Literal[1, 2, 4, 8, 16]
 IclmStatus = Literal["REJECTED", "ENTERED", "CHECKED", "PROCESSED", "VALUATED"]
-
-
-class ResponseMismatch(ValueError):
-    """A ClaimResponse that cannot be applied to the draft it is supposed to answer.
-
-    Permanent for this (response, draft) pair: retrying cannot help. The caller dead-letters the
-    response with this message instead of writing a partial result.
-    """
 
 
 def reason_text(code: int, display: str | None = None) -> str:
@@ -146,8 +139,15 @@ def normalize(response: Mapping[str, Any], draft: ClaimDraft, *, received_at: da
     categories = {a.category for line in lines for a in line.adjudications} | set(totals)
     if not categories:
         raise ResponseMismatch(f"claim {code!r}: response has no adjudication at all")
+    unknown = categories - set(OPENIMIS_STATUS)
+    if unknown:
+        raise UnknownClaimStatus(
+            f"claim {code!r}: openIMIS status code(s) {sorted(unknown)} unknown to this sidecar",
+            code=max(unknown),
+            claim_uuid=claim_uuid,
+        )
     status = cast(StatusCode, max(categories))
-    iclm_status = cast(IclmStatus, OPENIMIS_STATUS[status][1])
+    iclm_status = cast(IclmStatus, OPENIMIS_STATUS[status][2])
 
     outcomes = tuple(_outcome(draft_line, line) for draft_line, line in _match(draft, lines))
     return NormalizedResponse(
@@ -254,9 +254,9 @@ def _category(concept: Any, what: str) -> int:
         category = int(code) if code is not None else None
     except ValueError:
         category = None
-    if category is None or category not in OPENIMIS_STATUS:
-        raise ResponseMismatch(f"{what}: unknown claim-status category {code!r}")
-    return category
+    if category is None:
+        raise ResponseMismatch(f"{what}: claim-status category {code!r} is not an integer")
+    return category  # an unknown code is reported by normalize() as UnknownClaimStatus
 
 
 def _adjudication(adj: Mapping[str, Any], what: str) -> _Adjudication:

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from cdc_claims.assemble.model import ClaimDiagnosis, ClaimDraft, ClaimLine
+from cdc_claims.errors import ResponseMismatch, UnknownClaimStatus
 from cdc_claims.reply.model import ReplyMessage, decode_reply, encode_reply
-from cdc_claims.reply.normalize import REJECTION_REASONS, ResponseMismatch, normalize, reason_text
+from cdc_claims.reply.normalize import REJECTION_REASONS, normalize, reason_text
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "openimis_samples"
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -317,7 +318,11 @@ def test_reference_without_display_resolved_through_the_draft() -> None:
     ("mutate", "message"),
     [
         (lambda r: r.update(resourceType="OperationOutcome"), "not a ClaimResponse"),
-        (lambda r: r["item"][0]["adjudication"][0]["category"]["coding"][0].update(code="3"), "unknown claim-status"),
+        (
+            lambda r: r["item"][0]["adjudication"][0]["category"]["coding"][0].update(code="3"),
+            r"status code\(s\) \[3\]",
+        ),
+        (lambda r: r["item"][0]["adjudication"][0]["category"]["coding"][0].update(code="x"), "not an integer"),
         (lambda r: r["item"][0]["adjudication"][0]["amount"].update(value="ten"), "not a number"),
         (lambda r: r["item"][0]["adjudication"][0]["amount"].update(value=True), "not a number"),
         (lambda r: r["item"][0].update(adjudication=[]), "no adjudication"),
@@ -334,8 +339,16 @@ def test_malformed_response_raises(mutate: Any, message: str) -> None:
         normalize(response, draft("BAHMNI-T0002"), received_at=AT)
 
 
-def test_response_mismatch_is_a_value_error() -> None:
-    assert issubclass(ResponseMismatch, ValueError)
+def test_an_unknown_status_code_is_reported_with_the_code_not_as_unreadable() -> None:
+    """openIMIS forks use claim status codes beyond 1/2/4/8/16 (6, 9, 17-22)."""
+    response = copy.deepcopy(load("response_checked_accepted.json"))
+    for item in response["item"]:
+        for adjudication in item["adjudication"]:
+            adjudication["category"]["coding"][0]["code"] = "17"
+    with pytest.raises(UnknownClaimStatus) as caught:
+        normalize(response, draft("BAHMNI-T0002"), received_at=AT)
+    assert caught.value.code == 17
+    assert caught.value.reason == "unknown_status"
 
 
 # ------------------------------------------------------------------------------ tables, codec
