@@ -33,7 +33,8 @@ from cdc_claims.log import get_logger
 
 log = get_logger(__name__)
 
-Readiness = Callable[[], bool]
+#: True when ready; False or a short reason of our own ("openhim auth", "no assignment") when not
+Readiness = Callable[[], bool | str]
 
 #: Bind address: probes and scrapes come from outside the pod, so every interface.
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - the container's network namespace is the boundary
@@ -47,6 +48,8 @@ def readiness_reason(ready: Readiness) -> str | None:
         return err.reason
     except Exception as err:  # a readiness check must never take the server down
         return type(err).__name__
+    if isinstance(ok, str):
+        return ok
     return None if ok else "not ready"
 
 

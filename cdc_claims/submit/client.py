@@ -12,13 +12,19 @@ other 5xx, incl. openHIM's plain-text 500                   :class:`TransientSub
 ``An internal server error occurred`` (upstream down)
 408, 429                                                    :class:`TransientSubmitError`, retried
 network error, timeout                                      :class:`TransientSubmitError`, retried
-401 (bearer: after one token refresh), 403                  :class:`AuthenticationFailed`
-404 (no openHIM channel matches), other 3xx/4xx             :class:`SubmitError`, permanent
+401 (bearer: after one token refresh), 403                  :class:`AuthenticationFailed`, retriable
+404 (no openHIM channel matches), other 3xx/4xx, non-JSON   :class:`UpstreamMisconfigured`, retriable
 ==========================================================  ======================================
 
-Transient errors are retried with exponential backoff (stamina, ``max_attempts``); under
-``stamina.set_testing(True)`` nothing sleeps. Each failed attempt counts in
-``UPSTREAM_ERRORS{kind}``; each claim POST attempt is timed in ``SUBMIT_LATENCY``.
+Transient errors are retried here with exponential backoff (stamina, ``max_attempts``); under
+``stamina.set_testing(True)`` nothing sleeps. Credential and routing errors are not retried
+here (the next attempt would fail the same way) but they are *retriable*: the consumer tries
+the unit again later, forever, so claims flow by themselves once an operator fixes the cause.
+Only :class:`ClaimRefused` (openIMIS says the claim itself is wrong) is permanent.
+
+Each failed attempt counts in ``UPSTREAM_ERRORS{kind}`` and marks openHIM failing in
+:mod:`cdc_claims.health` (``/readyz``, ``cdc_claims_upstream_failing``) until an answer comes
+back; each claim POST attempt is timed in ``SUBMIT_LATENCY``.
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ from cdc_claims.errors import (
     DuplicateClaimCode,
     SubmitError,
     TransientSubmitError,
+    UpstreamMisconfigured,
 )
+from cdc_claims.health import HEALTH, DependencyHealth
 from cdc_claims.log import get_logger
 from cdc_claims.metrics import SUBMIT_LATENCY, UPSTREAM_ERRORS
 from cdc_claims.settings import OpenHimSettings
@@ -79,7 +87,7 @@ def classify(response: httpx.Response) -> tuple[str, SubmitError] | None:
     status = response.status_code
     if 200 <= status < 300:
         if not isinstance(_json(response), dict):
-            return "bad_response", SubmitError(f"HTTP {status} without a JSON object body", reason="bad_response")
+            return "bad_response", UpstreamMisconfigured(f"HTTP {status} without a JSON object body")
         return None
     where = f"{response.request.method} {response.request.url.path}"
     if status >= 500:
@@ -97,8 +105,8 @@ def classify(response: httpx.Response) -> tuple[str, SubmitError] | None:
     if status in (401, 403):
         return "auth", AuthenticationFailed(f"HTTP {status} from {where}: credentials refused")
     if status == 404:
-        return "not_found", SubmitError(f"HTTP 404 from {where}: no openHIM channel matches", reason="not_found")
-    return "client_error", SubmitError(f"HTTP {status} from {where}: {response.text[:200]}", reason="http_error")
+        return "no_channel", UpstreamMisconfigured(f"HTTP 404 from {where}: no openHIM channel matches")
+    return "client_error", UpstreamMisconfigured(f"HTTP {status} from {where}: {response.text[:200]}")
 
 
 def _transport_error(err: httpx.RequestError) -> tuple[str, TransientSubmitError]:
@@ -112,8 +120,15 @@ def _transport_error(err: httpx.RequestError) -> tuple[str, TransientSubmitError
 class OpenImisClient:
     """Submit Claims and read ClaimResponses through openHIM. Thread-safe; one per process."""
 
-    def __init__(self, settings: OpenHimSettings, *, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        settings: OpenHimSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        health: DependencyHealth = HEALTH,
+    ) -> None:
         self.settings = settings
+        self._health = health
         base = settings.base_url if settings.base_url.endswith("/") else settings.base_url + "/"
         self._http = httpx.Client(
             base_url=base,
@@ -191,6 +206,8 @@ class OpenImisClient:
             raise
         self.last_transaction_id = response.headers.get(TRANSACTION_HEADER)
         verdict = classify(response)
+        if verdict is None or isinstance(verdict[1], ClaimRefused):
+            self._health.succeeded("openhim")  # openIMIS answered: the route and credentials work
         if verdict is None:
             doc: dict[str, Any] = response.json()
             return doc
@@ -202,6 +219,8 @@ class OpenImisClient:
         self, kind: str, error: SubmitError, *, what: str, claim_code: str | None, number: int, status: int = 0
     ) -> None:
         UPSTREAM_ERRORS.labels(kind=kind).inc()
+        if not isinstance(error, ClaimRefused):
+            self._health.failed("openhim", kind)
         log.warning(
             "openhim_call_failed",
             call=what,

@@ -21,7 +21,9 @@ from cdc_claims.errors import (
     DuplicateClaimCode,
     SubmitError,
     TransientSubmitError,
+    UpstreamMisconfigured,
 )
+from cdc_claims.health import DependencyHealth
 from cdc_claims.metrics import SUBMIT_LATENCY, UPSTREAM_ERRORS
 from cdc_claims.settings import OpenHimSettings
 from cdc_claims.submit.client import OpenImisClient, classify, operation_outcome_text
@@ -70,9 +72,11 @@ class Recorder:
             return answer
         return answer(request)
 
-    def client(self, **settings: Any) -> OpenImisClient:
+    def client(self, health: DependencyHealth | None = None, **settings: Any) -> OpenImisClient:
         return OpenImisClient(
-            OpenHimSettings(base_url=BASE, max_attempts=3, **settings), transport=httpx.MockTransport(self)
+            OpenHimSettings(base_url=BASE, max_attempts=3, **settings),
+            transport=httpx.MockTransport(self),
+            health=health or DependencyHealth(),
         )
 
 
@@ -159,20 +163,41 @@ def test_duplicate_claim_code_from_the_real_sample() -> None:
 
 
 @pytest.mark.parametrize("status", [401, 403])
-def test_auth_refusal_is_final_for_basic(status: int) -> None:
+def test_auth_refusal_is_not_retried_here_but_is_retriable_for_the_unit(status: int) -> None:
+    """The next attempt would fail the same way, so no fast retry; but an operator fixes the
+    password, so the consumer tries the unit again later instead of parking it."""
     mock = Recorder(httpx.Response(status, headers={"WWW-Authenticate": "Basic"}))
-    with mock.client() as client, pytest.raises(AuthenticationFailed):
+    with mock.client() as client, pytest.raises(AuthenticationFailed) as caught:
         client.submit_claim(CLAIM)
     assert len(mock.requests) == 1
+    assert caught.value.retriable
 
 
-def test_no_channel_404_is_permanent() -> None:
+def test_no_channel_404_is_not_retried_here_but_is_retriable_for_the_unit() -> None:
     mock = Recorder(httpx.Response(404, text="Not Found"))
-    with mock.client() as client, pytest.raises(SubmitError) as caught:
+    with mock.client() as client, pytest.raises(UpstreamMisconfigured) as caught:
         client.submit_claim(CLAIM)
-    assert not caught.value.retriable
-    assert caught.value.reason == "not_found"
+    assert caught.value.retriable
+    assert caught.value.reason == "upstream_misconfigured"
     assert len(mock.requests) == 1
+
+
+def test_a_refusing_openhim_marks_the_dependency_failing_until_it_answers() -> None:
+    clock = [0.0]
+    health = DependencyHealth(grace=10.0, clock=lambda: clock[0])
+    mock = Recorder(httpx.Response(401, headers={"WWW-Authenticate": "Basic"}))
+    with mock.client(health=health) as client:
+        with pytest.raises(AuthenticationFailed):
+            client.submit_claim(CLAIM)
+        assert health.problem() is None  # within the grace period
+        clock[0] = 11.0
+        with pytest.raises(AuthenticationFailed):
+            client.submit_claim(CLAIM)
+        assert health.problem() == "openhim auth"
+        mock.answers = [httpx.Response(500, json=outcome("Unknown diagnosis code 'J06'"))]
+        with pytest.raises(ClaimRefused):
+            client.submit_claim(CLAIM)  # openIMIS answered: the route and credentials work
+        assert health.problem() is None
 
 
 def test_non_json_success_is_an_error() -> None:
