@@ -37,3 +37,28 @@ DEAD_LETTERS = Counter("cdc_claims_dead_letters_total", "Records sent to the dea
 UPSTREAM_ERRORS = Counter("cdc_claims_upstream_errors_total", "openHIM/openIMIS errors by kind", ["kind"])
 REPLIES_WRITTEN = Counter("cdc_claims_replies_written_total", "ClaimResponses applied to the iclm_* tables", ["status"])
 PENDING_UNITS = Gauge("cdc_claims_pending_units", "Encounters/visits waiting for their settle window")
+UNITS_NOTHING_TO_CLAIM = Counter(
+    "cdc_claims_units_nothing_to_claim_total", "Encounters/visits with nothing billable (not held)", ["unit"]
+)
+WITHDRAWALS_NEEDED = Counter(
+    "cdc_claims_withdrawals_needed_total", "Claims (or lines) in openIMIS that must be withdrawn", ["reason"]
+)
+STATUS_NOT_APPLIED = Counter(
+    "cdc_claims_status_not_applied_total",
+    "openIMIS statuses recorded but not applied (backward, unknown code, unreadable)",
+    ["kind"],
+)
+UPSTREAM_FAILING = Gauge(
+    "cdc_claims_upstream_failing",
+    "1 while a dependency keeps refusing us, by dependency and cause (auth, unreachable, no_channel...)",
+    ["dependency", "cause"],
+)
+UNIT_RETRIES = Counter("cdc_claims_unit_retries_total", "Units put back for a later retry, by reason", ["reason"])
+LEASE_CONFLICTS = Counter(
+    "cdc_claims_lease_conflicts_total", "Units another sidecar was submitting (waited for, not POSTed twice)"
+)
+KAFKA_ERRORS = Counter("cdc_claims_kafka_errors_total", "Kafka operations that failed and were retried", ["op"])
+CONSUMER_REBUILDS = Counter(
+    "cdc_claims_consumer_rebuilds_total", "Kafka consumers closed and rebuilt (stall, lost membership)", ["cause"]
+)
+REBALANCES = Counter("cdc_claims_rebalances_total", "Partition assignments received or revoked", ["event"])

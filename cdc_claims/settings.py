@@ -24,6 +24,12 @@ class KafkaSettings(BaseModel):
     reply_topic: str = "cdc-claims.replies"  # normalized ClaimResponses, keyed by claim code
     held_topic: str = "cdc-claims.held"  # not-claimable units, with reasons
     dead_letter_topic: str = "cdc-claims.dlq"  # records we could not parse
+    #: how often the consumer refreshes topic metadata: Debezium creates a table's topic at its
+    #: first row, and a consumer subscribed before then only sees it at the next refresh
+    metadata_max_age_ms: int = Field(default=10000, ge=1000)
+    #: a consumer with no assignment, or whose partitions have lag while its position does not
+    #: move, for this long rebuilds itself (rejoins the group) and is not ready meanwhile
+    stall_seconds: float = Field(default=60.0, ge=5)
 
     @property
     def transaction_topic(self) -> str:
@@ -93,3 +99,10 @@ class Settings(BaseSettings):
     resubmit_on_change: bool = False
     #: Claims assembled and submitted at the same time (each waits ~0.2 s on openIMIS).
     submit_concurrency: int = Field(default=4, ge=1, le=32)
+    #: Longest pause between two tries of a unit that failed for a cause time or a person can
+    #: fix (credentials, a missing openHIM channel, openIMIS or the database down): once the
+    #: cause is fixed, claims flow again within this long. Backoff doubles up to it, jittered.
+    retry_max_seconds: float = Field(default=60.0, ge=1)
+    #: How long a sidecar holds a unit's submit lease (longer than the slowest POST with its
+    #: retries); another sidecar waits this long at most after a crash mid-POST.
+    lease_seconds: float = Field(default=300.0, ge=10)

@@ -7,10 +7,26 @@ the offsets the :class:`~cdc_claims.pipeline.offsets.OffsetTracker` says are dur
 The transaction id is the tag that ties records to units: a transaction's offsets are
 released only when every unit it touched is done (submitted and replied, held, or cancelled),
 so a transaction touching two encounters commits after both claims.
+
+Failure policy, decided here for every unit (the error tree says which is which):
+
+* retriable (openHIM auth or routing, network, 5xx, database, Kafka, a lease held by another
+  sidecar): the unit is tried again after a doubling, jittered pause capped at
+  ``retry_max_seconds``, **forever**: its offsets stay uncommitted, nothing is parked, and the
+  claim goes out by itself once the cause is fixed;
+* anything else (a bug, an illegal transition) is retried a few times, then parked as
+  ``failed`` / ``internal_error`` in the ledger, where ``rerun-held`` finds it;
+* a transaction that cannot be read (touch extraction fails) is dead-lettered with the reason.
+
+A rebalance finishes (or abandons) the units in flight and commits what is durable before
+partitions are given up, then forgets everything else: the next owner, or this consumer after
+it is reassigned, reads again from the committed offsets.
 """
 
 from __future__ import annotations
 
+import json
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,11 +34,11 @@ from typing import Any, Protocol
 
 from cdc_claims import metrics
 from cdc_claims.capture import Position, RowChange, Transaction, TransactionBuffer, parse_record, slim, touched_by
-from cdc_claims.errors import CdcClaimsError, MalformedEvent
+from cdc_claims.errors import CdcClaimsError, ConsumerStalled, KafkaUnavailable, MalformedEvent
 from cdc_claims.log import get_logger
-from cdc_claims.pipeline.claim_service import ClaimService
 from cdc_claims.pipeline.offsets import OffsetTracker
 from cdc_claims.pipeline.ports import UnitRef
+from cdc_claims.pipeline.stall import LagReport, StallDetector
 from cdc_claims.settings import Settings
 from cdc_claims.settle import Due, SettleTracker, Unit
 
@@ -41,7 +57,22 @@ CAPTURED_TABLES = (
     "patient_identifier",
     "person_attribute",
 )
+#: tries of a unit that fails with an unexpected (non-retriable) error before it is parked
 MAX_UNIT_ATTEMPTS = 8
+
+
+class UnitService(Protocol):
+    """The claim service as the consumer sees it."""
+
+    def process(self, unit: UnitRef) -> object: ...
+    def park(self, unit: UnitRef, reason: str, text: str) -> None: ...
+
+
+def backoff(attempt: int, cap: float, rng: Callable[[], float] = random.random) -> float:
+    """Seconds before try ``attempt + 1``: 2, 4, 8... capped at ``cap``, then jittered down to
+    half, so units that failed together (openIMIS down) do not all come back in one burst."""
+    base = min(cap, 2.0 ** min(attempt, 30))
+    return base * (0.5 + 0.5 * rng())
 
 
 class Lookups(Protocol):
@@ -70,41 +101,91 @@ class ConsumerRole:
         self,
         *,
         consumer: Any,
-        service: ClaimService,
+        service: UnitService,
         lookups: Lookups,
         sink: DeadLetterSink,
         settings: Settings,
         commit: Callable[[Any, dict[tuple[str, int], int]], None],
+        seek_to_committed: Callable[[Any, list[Any]], None] = lambda _consumer, _parts: None,
         clock: Callable[[], float] = time.monotonic,
         expire_after: float = 120.0,
         concurrency: int = 4,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self._consumer = consumer
         self._service = service
         self._lookups = lookups
         self._sink = sink
         self._commit_fn = commit
+        self._seek = seek_to_committed
         self._clock = clock
+        self._rng = rng
         self._expire_after = expire_after
+        self._retry_max = settings.retry_max_seconds
         self._tx_topic = settings.kafka.transaction_topic
-        self.buffer = TransactionBuffer(watched=[f"{settings.kafka.database}.{t}" for t in CAPTURED_TABLES])
-        self.settle = SettleTracker(settings.settle)
-        self.offsets = OffsetTracker()
-        self._commit_times: dict[Unit, tuple[int | None, int]] = {}
-        self._attempts: dict[Unit, int] = {}
+        self._settings = settings
+        self._reset()
         self._last_commit = 0.0
-        self._deferred: list[Transaction] = []  # waiting for the database look-ups to work again
+        self.stall = StallDetector(settings.kafka.stall_seconds, started=clock())
+        self._assignment: list[Any] = []
+        self._rebalanced = False
         # Units run on worker threads (each claim waits ~0.2 s on openIMIS); the settle tracker,
         # the offsets and Kafka stay on this thread.
         self._workers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="claim")
+
+    def _reset(self) -> None:
+        """Forget every record not yet committed: they will be read again from the commit."""
+        self.buffer = TransactionBuffer(watched=[f"{self._settings.kafka.database}.{t}" for t in CAPTURED_TABLES])
+        self.settle = SettleTracker(self._settings.settle)
+        self.offsets = OffsetTracker()
+        self._commit_times: dict[Unit, tuple[int | None, int]] = {}
+        self._attempts: dict[Unit, int] = {}
+        self._deferred: list[Transaction] = []  # waiting for the database look-ups to work again
         self._inflight: dict[Future[object], tuple[Due, UnitRef]] = {}
+
+    # ------------------------------------------------------------------ rebalance
+    def on_revoked(self, parts: list[Any]) -> None:
+        """Partitions are being taken away: finish what is in flight, commit, forget the rest."""
+        abandoned = self.drain(timeout=30.0)
+        if abandoned:
+            # still running: the lease keeps the next owner from POSTing them at the same time
+            log.warning("units_abandoned_at_rebalance", units=abandoned)
+        self._reset()
+
+    def on_assigned(self, parts: list[Any]) -> None:
+        self._assignment = list(parts)
+        self.stall.assigned(self._clock(), len(parts))
+        self._rebalanced = True  # rewind to the committed offsets before reading on
+
+    def ready(self) -> bool | str:
+        """Readiness: assigned, and consuming (not stalled)."""
+        return self.stall.ready(self._clock())
+
+    def observe_lag(self, report: LagReport | None, *, stable: bool = True) -> None:
+        """Feed a lag report and the group membership; raise :class:`ConsumerStalled` once stuck."""
+        now = self._clock()
+        self.stall.membership(now, stable)
+        if report is not None:
+            self.stall.report(now, report)
+        problem = self.stall.stalled(now)
+        if problem is not None:
+            raise ConsumerStalled(f"consumer stalled ({problem}) for {self.stall.stall_seconds:.0f}s")
 
     # ------------------------------------------------------------------ loop
     def step(self, timeout_ms: int = 200) -> None:
         batches = self._consumer.poll(timeout_ms=min(timeout_ms, 20) if self._inflight else timeout_ms)
         now = self._clock()
+        if self._rebalanced:
+            # A rebalance happened inside that poll: what it returned may start past the commit
+            # (kafka-python keeps positions of partitions it keeps), but the role forgot those
+            # records. Drop the batch and rewind; they come again.
+            self._rebalanced = False
+            self._seek(self._consumer, self._assignment)
+            return
         self._retry_deferred(now)
         for records in batches.values():
+            if records:
+                self.stall.records(now)
             for record in records:
                 self._consume(record, now)
         for tx in self.buffer.expire(now, self._expire_after):
@@ -114,13 +195,19 @@ class ConsumerRole:
         self._commit()
         metrics.PENDING_UNITS.set(self.settle.pending_count)
 
-    def drain(self, timeout: float = 60.0) -> None:
-        """Wait for every unit in flight, record its outcome and commit what is durable."""
+    def drain(self, timeout: float = 60.0) -> list[str]:
+        """Wait for every unit in flight, record its outcome and commit what is durable.
+
+        Returns the units still running at the deadline (abandoned: they replay)."""
         deadline = time.monotonic() + timeout
         while self._inflight and time.monotonic() < deadline:
-            next(iter(self._inflight)).exception(timeout=max(0.0, deadline - time.monotonic()))
+            try:
+                next(iter(self._inflight)).exception(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                break
             self._collect(self._clock())
         self._commit(force=True)
+        return [str(ref) for _due, ref in self._inflight.values()]
 
     def _consume(self, record: Any, now: float) -> None:
         position = Position(record.topic, record.partition, record.offset)
@@ -162,10 +249,34 @@ class ConsumerRole:
             self._apply(tx, now)
         except CdcClaimsError as err:
             if not err.retriable:
-                raise
+                self._dead_letter_transaction(tx, f"{err.reason}: {err}")
+                return
             # the database look-ups failed: keep the transaction (its offsets stay pending)
             log.warning("transaction_deferred", tx_id=tx.tx_id, reason=err.reason, error=str(err)[:200])
             self._deferred.append(tx)
+        except Exception as err:  # a bug on one transaction must not stop every other claim
+            self._dead_letter_transaction(tx, f"internal_error: {type(err).__name__}: {err}")
+
+    def _dead_letter_transaction(self, tx: Transaction, reason: str) -> None:
+        """A transaction whose rows cannot be read (``encounter_id: "not-a-number"``): dead-letter
+        it, naming its records, and go on. Replaying it would fail the same way forever."""
+        log.error("transaction_dead_lettered", tx_id=tx.tx_id, rows=len(tx.rows), reason=reason[:300])
+        first = min(tx.positions, key=lambda p: (p.topic, p.partition, p.offset), default=None)
+        summary = {
+            "tx_id": tx.tx_id,
+            "reason": reason[:500],
+            "records": [f"{p.topic}/{p.partition}/{p.offset}" for p in tx.positions],
+        }
+        self._sink.dead_letter(
+            topic=first.topic if first else self._tx_topic,
+            partition=first.partition if first else 0,
+            offset=first.offset if first else -1,
+            key=str(tx.tx_id).encode(),
+            value=json.dumps(summary).encode(),
+            reason=reason[:500],
+        )
+        self._sink.flush()
+        self.offsets.done(tx.positions)
 
     def _retry_deferred(self, now: float) -> None:
         deferred, self._deferred = self._deferred, []
@@ -228,24 +339,33 @@ class ConsumerRole:
         err = future.exception()
         if err is None:
             return True
-        if isinstance(err, CdcClaimsError):
-            if err.retriable:
-                delay = min(60.0, 2.0**attempt)
-                log.warning("unit_retry", unit=str(ref), reason=err.reason, attempt=attempt, delay=delay)
-                metrics.UPSTREAM_ERRORS.labels(kind=err.reason).inc()
-                self.settle.retry(due.unit, due.token, now, delay)
-                return False
-            return self._give_up(ref, err.reason, str(err))
-        # a bug must not stop every other claim: retry, then park visibly
+        if isinstance(err, CdcClaimsError) and err.retriable:
+            # time or a person fixes this: never park, never give up (see the module docstring)
+            delay = backoff(attempt, self._retry_max, self._rng)
+            log.warning("unit_retry", unit=str(ref), reason=err.reason, attempt=attempt, delay=round(delay, 1))
+            metrics.UNIT_RETRIES.labels(reason=err.reason).inc()
+            self.settle.retry(due.unit, due.token, now, delay)
+            return False
+        # a bug (or an illegal transition) must not stop every other claim: retry, then park
+        reason = "internal_error"
         log.error("unit_failed_unexpectedly", unit=str(ref), attempt=attempt, error=repr(err)[:500])
         if attempt < MAX_UNIT_ATTEMPTS:
-            self.settle.retry(due.unit, due.token, now, min(60.0, 2.0**attempt))
+            self.settle.retry(due.unit, due.token, now, backoff(attempt, self._retry_max, self._rng))
             return False
-        return self._give_up(ref, "internal_error", f"{type(err).__name__}: {err}")
+        return self._give_up(due, ref, reason, f"{type(err).__name__}: {err}")
 
-    def _give_up(self, ref: UnitRef, reason: str, text: str) -> bool:
-        """Permanent error outside the claim service's own paths: publish it, then move on."""
+    def _give_up(self, due: Due, ref: UnitRef, reason: str, text: str) -> bool:
+        """Park the unit as ``failed`` in the ledger (rerun-held picks it up), publish it, move on."""
         log.error("unit_parked", unit=str(ref), reason=reason, error=text[:300])
+        try:
+            self._service.park(ref, reason, text)
+        except CdcClaimsError as err:
+            if err.retriable:  # the ledger is unreachable: keep the unit, try again later
+                self.settle.retry(due.unit, due.token, self._clock(), self._retry_max)
+                return False
+            log.error("unit_park_failed", unit=str(ref), error=str(err)[:300])
+        except Exception as err:  # the park itself hit the bug: the held notice is the record
+            log.error("unit_park_failed", unit=str(ref), error=repr(err)[:300])
         self._sink.held(
             str(ref),
             {"kind": "failed", "unit_kind": ref.kind, "unit_id": ref.id, "reason": reason, "detail": text[:2000]},
@@ -260,12 +380,22 @@ class ConsumerRole:
         if not force and now - self._last_commit < 1.0:
             return
         offsets = self.offsets.to_commit()
-        if offsets:
-            self._commit_fn(self._consumer, dict(offsets))
-            self.offsets.mark_committed(offsets)
         self._last_commit = now
+        if offsets:
+            try:
+                self._commit_fn(self._consumer, dict(offsets))
+            except KafkaUnavailable as err:
+                # broker restart or rebalance: nothing is lost, the same offsets go next time
+                log.warning("commit_failed", error=str(err)[:300])
+                return
+            self.offsets.mark_committed(offsets)
 
     def close(self) -> None:
-        """Finish the units in flight, commit what is durable; pending units replay after a restart."""
-        self.drain()
-        self._workers.shutdown(wait=True)
+        """Finish the units in flight, commit what is durable; pending units replay after a restart.
+
+        Never raises: closing must not hide why the role stopped, nor crash on a dead broker."""
+        try:
+            self.drain()
+        except Exception as err:
+            log.warning("close_drain_failed", error=repr(err)[:300])
+        self._workers.shutdown(wait=True, cancel_futures=True)

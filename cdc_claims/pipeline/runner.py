@@ -42,8 +42,17 @@ class Stopper:
         return self._event.wait(seconds)
 
 
-def run_loop(step: Callable[[], None], stopper: Stopper, *, name: str, error_pause: float = 2.0) -> None:
-    """Call ``step`` until stopped. Retriable errors pause and retry; others end the role."""
+def run_loop(
+    step: Callable[[], None],
+    stopper: Stopper,
+    *,
+    name: str,
+    error_pause: float = 2.0,
+    escalate: tuple[type[Exception], ...] = (),
+) -> None:
+    """Call ``step`` until stopped. Retriable errors pause and retry (a broker restart, a database
+    blip); errors in ``escalate`` go to the caller (e.g. a stalled consumer to rebuild); any other
+    error ends the role, so that a bug is seen and the pod restarted."""
     from cdc_claims.errors import CdcClaimsError
 
     log.info("role_started", role=name)
@@ -51,7 +60,7 @@ def run_loop(step: Callable[[], None], stopper: Stopper, *, name: str, error_pau
         try:
             step()
         except CdcClaimsError as err:
-            if not err.retriable:
+            if not err.retriable or isinstance(err, escalate):
                 raise
             log.warning("role_retrying", role=name, reason=err.reason, error=str(err)[:300])
             stopper.wait(error_pause)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from debezium_fixtures import TX_TOPIC, FakeConnector, Record, bahmni_save, diagnosis_revision, drug_order_row, topic
+import pytest
+from debezium_fixtures import (
+    TX_TOPIC,
+    FakeConnector,
+    Record,
+    bahmni_save,
+    diagnosis_revision,
+    drug_order_row,
+    obs_row,
+    topic,
+)
 
-from cdc_claims.errors import TransientSubmitError
-from cdc_claims.pipeline.consumer_role import ConsumerRole
+from cdc_claims.errors import AuthenticationFailed, ConsumerStalled, KafkaUnavailable, TransientSubmitError
+from cdc_claims.pipeline.consumer_role import ConsumerRole, backoff
 from cdc_claims.pipeline.ports import UnitRef
 from cdc_claims.settings import Settings, SettleSettings
 
@@ -23,6 +34,8 @@ class FakeConsumer:
     def __init__(self) -> None:
         self.queue: list[Record] = []
         self.committed: dict[tuple[str, int], int] = {}
+        self.commit_error: Exception | None = None
+        self.seeks: list[list[Any]] = []
 
     def poll(self, timeout_ms: int = 0) -> dict[Any, list[Record]]:
         batch: dict[Any, list[Record]] = defaultdict(list)
@@ -35,13 +48,18 @@ class FakeConsumer:
 class FakeService:
     def __init__(self) -> None:
         self.processed: list[UnitRef] = []
+        self.parked: list[tuple[UnitRef, str]] = []
         self.fail_next = 0
+        self.error: Exception = TransientSubmitError("openHIM answered 500")
 
     def process(self, unit: UnitRef) -> None:
         if self.fail_next:
             self.fail_next -= 1
-            raise TransientSubmitError("openHIM answered 500")
+            raise self.error
         self.processed.append(unit)
+
+    def park(self, unit: UnitRef, reason: str, text: str) -> None:
+        self.parked.append((unit, reason))
 
 
 class Sink:
@@ -79,20 +97,27 @@ class Clock:
 
 
 def role(settle_seconds: float = 0.0) -> tuple[ConsumerRole, FakeConsumer, FakeService, Sink, Clock]:
-    settings = Settings(settle=SettleSettings(settle_seconds=settle_seconds))
+    settings = Settings(settle=SettleSettings(settle_seconds=settle_seconds), retry_max_seconds=30)
     consumer, service, sink, clock = FakeConsumer(), FakeService(), Sink(), Clock()
 
     def commit(c: FakeConsumer, offsets: dict[tuple[str, int], int]) -> None:
+        if c.commit_error is not None:
+            raise c.commit_error
         c.committed.update(offsets)
+
+    def seek(c: FakeConsumer, parts: list[Any]) -> None:
+        c.seeks.append(list(parts))
 
     r = ConsumerRole(
         consumer=consumer,
         service=service,
         lookups=Lookups(),
         sink=sink,
-        settings=settings,  # type: ignore[arg-type]
+        settings=settings,
         commit=commit,
+        seek_to_committed=seek,
         clock=clock,
+        rng=lambda: 1.0,
     )
     return r, consumer, service, sink, clock
 
@@ -193,3 +218,151 @@ def test_a_transaction_whose_lookups_fail_is_retried_not_dropped() -> None:
     r.drain()
     assert [u.id for u in service.processed] == [5]
     assert consumer.committed[(TX_TOPIC, 0)] == tx.end.offset + 1
+
+
+def _drain_retries(r: ConsumerRole, clock: Clock, rounds: int, advance: float = 31.0) -> None:
+    for _ in range(rounds):
+        clock.now += advance
+        r.step()
+        r.drain()
+
+
+def test_a_retriable_failure_is_retried_forever_never_parked() -> None:
+    """Wrong openHIM credentials for hours: the unit waits, its offsets stay, nothing is parked."""
+    r, consumer, service, sink, clock = role()
+    service.error = AuthenticationFailed("HTTP 401: credentials refused")
+    service.fail_next = 40  # far beyond MAX_UNIT_ATTEMPTS
+    save = bahmni_save(FakeConnector())
+    consumer.queue = save.in_order()
+    r.step()
+    r.drain()
+    _drain_retries(r, clock, 39)
+    assert service.processed == [] and service.parked == [] and sink.held_ == []
+    assert consumer.committed.get((TX_TOPIC, 0), 0) <= save.begin.offset
+    _drain_retries(r, clock, 1)  # the password was fixed: the next try goes through
+    assert [u.id for u in service.processed] == [5]
+    assert consumer.committed[(TX_TOPIC, 0)] == save.end.offset + 1
+
+
+def test_backoff_doubles_is_capped_and_jittered() -> None:
+    assert [backoff(n, 60, lambda: 1.0) for n in (1, 2, 3, 6, 7, 50)] == [2, 4, 8, 60, 60, 60]
+    assert backoff(10, 60, lambda: 0.0) == 30  # jitter brings it down to half at most
+
+
+def test_an_unexpected_error_is_retried_then_parked_in_the_ledger() -> None:
+    r, consumer, service, sink, clock = role()
+    service.error = KeyError("a bug")
+    service.fail_next = 100
+    save = bahmni_save(FakeConnector())
+    consumer.queue = save.in_order()
+    r.step()
+    r.drain()
+    _drain_retries(r, clock, 10)
+    assert [(u.id, reason) for u, reason in service.parked] == [(5, "internal_error")]
+    assert sink.held_[0]["reason"] == "internal_error"
+    assert consumer.committed[(TX_TOPIC, 0)] == save.end.offset + 1  # parked: the stream goes on
+
+
+def test_a_transaction_whose_rows_cannot_be_read_is_dead_lettered_not_crash_looped() -> None:
+    r, consumer, service, sink, _ = role()
+    conn = FakeConnector()
+    bad = conn.transaction().insert("obs", {**obs_row(900, 5, 1), "encounter_id": "not-a-number"}).commit()
+    good = bahmni_save(conn)
+    consumer.queue = bad.in_order() + good.in_order()
+    r.step()
+    r.drain()
+    assert len(sink.dead) == 1 and sink.dead[0]["reason"].startswith("invalid_value: not an integer")
+    summary = json.loads(sink.dead[0]["value"])
+    assert summary["tx_id"] == bad.gtid and f"{topic('obs')}/0/0" in summary["records"]
+    assert [u.id for u in service.processed] == [5]  # the next Save is claimed
+    assert consumer.committed[(TX_TOPIC, 0)] == good.end.offset + 1
+
+
+def test_a_failed_commit_keeps_the_offsets_for_the_next_commit() -> None:
+    r, consumer, _service, _, clock = role()
+    consumer.commit_error = KafkaUnavailable("kafka commit: CommitFailedError")
+    save = bahmni_save(FakeConnector())
+    consumer.queue = save.in_order()
+    r.step()
+    r.drain()  # must not raise
+    assert consumer.committed == {}
+    consumer.commit_error = None
+    clock.now += 2
+    r.step()
+    assert consumer.committed[(TX_TOPIC, 0)] == save.end.offset + 1
+
+
+def test_a_rebalance_finishes_in_flight_units_commits_and_rewinds() -> None:
+    r, consumer, service, _, clock = role(settle_seconds=10)
+    conn = FakeConnector()
+    done = bahmni_save(conn)
+    consumer.queue = done.in_order()
+    r.step()
+    clock.now += 11
+    r.step()  # due: submitted on a worker
+    waiting = bahmni_save(
+        conn, encounter_id=6, first_obs_id=156, drug_order_id=21, lab_order_id=22, encounter_provider_id=19
+    )
+    consumer.queue = waiting.in_order()
+    r.step()  # still inside its settle window
+    r.on_revoked([TP(TX_TOPIC, 0)])
+    assert [u.id for u in service.processed] == [5]
+    assert consumer.committed[(TX_TOPIC, 0)] == waiting.begin.offset  # the waiting Save is not committed
+    assert r.settle.pending_count == 0  # forgotten: it will be read again
+    r.on_assigned([TP(TX_TOPIC, 0)])
+    consumer.queue = waiting.in_order()  # what that poll returned is dropped and rewound
+    r.step()
+    assert consumer.seeks and r.settle.pending_count == 0
+    consumer.queue = waiting.in_order()  # read again from the commit
+    r.step()
+    clock.now += 11
+    r.step()
+    r.drain()
+    assert sorted(u.id for u in service.processed) == [5, 6]
+
+
+def test_no_assignment_while_the_membership_is_not_stable_is_a_stall() -> None:
+    """After a broker restart: an empty assignment, a revoke, then nothing (member evicted)."""
+    r, _consumer, _service, _, clock = role()
+    assert r.ready() == "no assignment"
+    r.observe_lag({(TX_TOPIC, 0): (0, False)}, stable=False)
+    clock.now += 61
+    with pytest.raises(ConsumerStalled):
+        r.observe_lag(None, stable=False)
+
+
+def test_a_stable_standby_with_no_partitions_is_not_ready_but_not_rebuilt_at_once() -> None:
+    """A rolling update: the new pod joined, the old one still owns the partitions."""
+    r, _consumer, _service, _, clock = role()
+    r.on_assigned([])
+    for _ in range(4):
+        clock.now += 61
+        r.observe_lag({(TX_TOPIC, 0): (5, False)}, stable=True)
+    assert r.ready() == "no assignment"
+    clock.now += 61  # five stall periods with group lag and still nothing: rebuild after all
+    with pytest.raises(ConsumerStalled):
+        r.observe_lag({(TX_TOPIC, 0): (5, False)}, stable=True)
+
+
+def test_an_assigned_consumer_whose_position_does_not_move_is_stalled() -> None:
+    r, consumer, _service, _, clock = role()
+    r.on_assigned([TP(TX_TOPIC, 0)])
+    consumer.queue = []
+    r.step()  # the rewind after the assignment
+    r.observe_lag({(TX_TOPIC, 0): (12, True)})
+    assert r.ready() is True
+    clock.now += 30
+    r.observe_lag({(TX_TOPIC, 0): (12, True)})
+    clock.now += 31
+    with pytest.raises(ConsumerStalled):
+        r.observe_lag({(TX_TOPIC, 0): (12, True)})
+    assert r.ready() == "no progress"
+
+
+def test_an_idle_assigned_consumer_is_ready_and_not_stalled() -> None:
+    r, _consumer, _service, _, clock = role()
+    r.on_assigned([TP(TX_TOPIC, 0)])
+    for _ in range(10):
+        clock.now += 30
+        r.observe_lag({(TX_TOPIC, 0): (0, True)})
+    assert r.ready() is True
