@@ -6,9 +6,11 @@ the small protocols of :mod:`cdc_claims.pipeline.ports`.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
@@ -18,9 +20,10 @@ from cdc_claims.assemble.model import ClaimContext, ClaimDraft
 from cdc_claims.assemble.reader import OpenMrsReader, ReaderConfig
 from cdc_claims.claim import render_audit_bundle, render_claim
 from cdc_claims.db import ConnFactory, reader_connection_factory, writer_connection_factory
-from cdc_claims.errors import HELD_REASONS, ConfigError, SourceUnavailable
+from cdc_claims.errors import HELD_REASONS, CdcClaimsError, ConfigError, ConsumerStalled, SourceUnavailable
+from cdc_claims.health import HEALTH
 from cdc_claims.ledger.store import Ledger
-from cdc_claims.lifecycle import OPEN_STATES, State
+from cdc_claims.lifecycle import NEEDS_ACTION_STATES, OPEN_STATES, State
 from cdc_claims.log import get_logger
 from cdc_claims.mapping.apply import build_draft
 from cdc_claims.mapping.check import check_mapping as run_check
@@ -28,7 +31,17 @@ from cdc_claims.mapping.check import render_text
 from cdc_claims.mapping.model import ClaimMapping, load_mapping
 from cdc_claims.pipeline.claim_service import ClaimService
 from cdc_claims.pipeline.consumer_role import ConsumerRole, data_topics
-from cdc_claims.pipeline.kafka_io import KafkaPublisher, LagReporter, commit, make_consumer, make_producer
+from cdc_claims.pipeline.kafka_io import (
+    GroupProbe,
+    GuardedConsumer,
+    KafkaPublisher,
+    LagReporter,
+    RebalanceListener,
+    commit,
+    make_consumer,
+    make_producer,
+    seek_to_committed,
+)
 from cdc_claims.pipeline.poller import OpenClaim, Poller
 from cdc_claims.pipeline.ports import JsonDict, UnitRef
 from cdc_claims.pipeline.runner import Stopper, run_loop
@@ -127,17 +140,26 @@ class LedgerOpenClaims:
         return claims
 
     def report_held(self) -> None:
-        """``cdc_claims_held_claims{reason}``: held and failed ledger rows, as billing staff see them."""
-        counts = Counter(e.reason or "unknown" for e in self.ledger.list_by_state([State.HELD, State.FAILED]))
+        """``cdc_claims_held_claims{reason}``: held and failed ledger rows, as billing staff see them
+        (``nothing_to_claim`` units are not among them)."""
+        counts = Counter(e.reason or "unknown" for e in self.ledger.list_by_state(NEEDS_ACTION_STATES))
         for reason in {*HELD_REASONS, *counts}:
             metrics.CLAIMS_HELD_CURRENT.labels(reason=reason).set(counts.get(reason, 0))
 
-    def set_state(self, claim_code: str, state: State, *, openimis_claim_uuid: str | None) -> None:
+    def set_state(
+        self, claim_code: str, state: State, *, openimis_claim_uuid: str | None, reason: str | None = None
+    ) -> None:
         entry = self.ledger.get_by_code(claim_code)
         if entry is not None:
-            self.ledger.upsert(
-                replace(entry, state=state, openimis_claim_uuid=openimis_claim_uuid or entry.openimis_claim_uuid)
-            )
+            changed = replace(entry, state=state, openimis_claim_uuid=openimis_claim_uuid or entry.openimis_claim_uuid)
+            if reason is not None:
+                changed = replace(changed, reason=reason)
+            self.ledger.upsert(changed)
+
+    def note(self, claim_code: str, text: str) -> None:
+        entry = self.ledger.get_by_code(claim_code)
+        if entry is not None and entry.last_error != text:
+            self.ledger.upsert(replace(entry, last_error=text))
 
 
 # ---------------------------------------------------------------------- construction
@@ -149,6 +171,29 @@ def load(settings: Settings) -> ClaimMapping:
 
 def reader_factory(settings: Settings) -> ConnFactory:
     return reader_connection_factory(settings.db)
+
+
+def owner_id() -> str:
+    """Who holds a submit lease: the pod (host name) and the process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def holder_dead(holder: str) -> bool:
+    """True when ``holder`` (an :func:`owner_id`) was a process of this host that no longer runs.
+
+    A container restarted in its pod keeps the host name: its old lease is taken over at once
+    instead of being waited out. Holders on other hosts are never judged (their lease expires).
+    """
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
 
 
 def build_service(
@@ -166,12 +211,15 @@ def build_service(
         publisher=publisher,
         ledger=ledger,
         resubmit_on_change=settings.resubmit_on_change,
+        owner=owner_id(),
+        lease_seconds=settings.lease_seconds,
+        holder_dead=holder_dead,
     )
     return service, reader, ledger
 
 
 class Heartbeat:
-    """Readiness: the role completed a loop step recently (its dependencies answered)."""
+    """Liveness of the loop: it completed a step recently."""
 
     def __init__(self, max_age: float) -> None:
         self._max_age = max_age
@@ -184,76 +232,158 @@ class Heartbeat:
         return time.monotonic() - self._last < self._max_age
 
 
+class Readiness:
+    """``/readyz``: the loop turns, the role's own check passes (a consumer: assigned and
+    consuming) and no dependency has kept refusing us (openHIM credentials, routing...)."""
+
+    def __init__(self, heartbeat: Heartbeat) -> None:
+        self.heartbeat = heartbeat
+        self.check: Callable[[], bool | str] = lambda: True
+
+    def __call__(self) -> bool | str:
+        if not self.heartbeat():
+            return "loop not turning"
+        own = self.check()
+        if own is not True:
+            return own or "not ready"
+        return HEALTH.problem() or True
+
+
 def run_role(role: str, settings: Settings) -> int:
     stopper = Stopper()
     stopper.install()
     heartbeat = Heartbeat(max_age=max(60.0, settings.poll_seconds * 3))
-    server = observability.serve(settings.metrics_port, heartbeat)
-    producer = make_producer(settings.kafka, f"cdc-claims-{role}")
+    readiness = Readiness(heartbeat)
+    server = observability.serve(settings.metrics_port, readiness)
+    readiness.check = lambda: "waiting for kafka"
+    producer = _retrying(lambda: make_producer(settings.kafka, f"cdc-claims-{role}"), stopper)
+    if producer is None:  # stopped while Kafka was still unreachable
+        server.close()
+        return 0
+    readiness.check = lambda: True
     publisher = KafkaPublisher(producer, settings.kafka)
     try:
         if role == "consumer":
-            _run_consumer(settings, publisher, stopper, heartbeat)
+            _run_consumer(settings, publisher, stopper, readiness)
         elif role == "writer":
-            _run_writer(settings, publisher, stopper, heartbeat)
+            _run_writer(settings, publisher, stopper, readiness)
         else:
-            _run_poller(settings, publisher, stopper, heartbeat)
+            _run_poller(settings, publisher, stopper, readiness)
     finally:
         publisher.close()
         server.close()
     return 0
 
 
-def _run_consumer(settings: Settings, publisher: KafkaPublisher, stopper: Stopper, heartbeat: Heartbeat) -> None:
+def _run_consumer(settings: Settings, publisher: KafkaPublisher, stopper: Stopper, readiness: Readiness) -> None:
+    """Run the consumer; a stalled Kafka consumer is closed and built again (a fresh join)."""
     mapping = load(settings)
     client = OpenImisClient(settings.openhim)
     service, reader, ledger = build_service(settings, mapping, publisher, client)
-    consumer = make_consumer(settings.kafka, data_topics(settings), group_id=settings.kafka.group_id)
-    role = ConsumerRole(
-        consumer=consumer,
-        service=service,
-        lookups=ConsumerLookups(reader, ledger, reader_factory(settings)),
-        sink=publisher,
-        settings=settings,
-        commit=commit,
-        concurrency=settings.submit_concurrency,
-    )
-
-    lag = LagReporter(consumer)
-
-    def step() -> None:
-        role.step()
-        lag.maybe_report()
-        heartbeat.beat()
-
+    lookups = ConsumerLookups(reader, ledger, reader_factory(settings))
     try:
-        run_loop(step, stopper, name="consumer")
+        while not stopper.stopped:
+            try:
+                _consume_until_stalled(
+                    settings,
+                    service=service,
+                    lookups=lookups,
+                    publisher=publisher,
+                    stopper=stopper,
+                    readiness=readiness,
+                )
+            except ConsumerStalled as stalled:
+                metrics.CONSUMER_REBUILDS.labels(cause=stalled.message.split("(")[-1].split(")")[0]).inc()
+                log.warning("consumer_rebuilding", reason=stalled.message)
     finally:
-        role.close()
-        consumer.close(autocommit=False)
         client.close()
 
 
-def _run_writer(settings: Settings, publisher: KafkaPublisher, stopper: Stopper, heartbeat: Heartbeat) -> None:
-    consumer = make_consumer(settings.kafka, [settings.kafka.reply_topic], group_id=f"{settings.kafka.group_id}-writer")
+def _consume_until_stalled(
+    settings: Settings,
+    *,
+    service: ClaimService,
+    lookups: ConsumerLookups,
+    publisher: KafkaPublisher,
+    stopper: Stopper,
+    readiness: Readiness,
+) -> None:
+    raw = _retrying(lambda: make_consumer(settings.kafka, group_id=settings.kafka.group_id), stopper)
+    if raw is None:
+        return
+    consumer = GuardedConsumer(raw)
+    role = ConsumerRole(
+        consumer=consumer,
+        service=service,
+        lookups=lookups,
+        sink=publisher,
+        settings=settings,
+        commit=commit,
+        seek_to_committed=seek_to_committed,
+        concurrency=settings.submit_concurrency,
+    )
+    raw.subscribe(topics=data_topics(settings), listener=RebalanceListener(role.on_revoked, role.on_assigned))
+    readiness.check = role.ready
+    lag = LagReporter(raw)
+
+    probe = GroupProbe(settings.kafka, settings.kafka.group_id)
+
+    def step() -> None:
+        role.step()
+        report = lag.maybe_report()
+        stable = True
+        if report is not None and not consumer.assignment():
+            stable = probe.may_be_standby()
+        role.observe_lag(report, stable=stable)
+        readiness.heartbeat.beat()
+
+    try:
+        run_loop(step, stopper, name="consumer", escalate=(ConsumerStalled,))
+    finally:
+        role.close()
+        consumer.close()
+        probe.close()
+
+
+def _retrying(build: Callable[[], Any], stopper: Stopper, pause: float = 2.0) -> Any:
+    """Build a Kafka client, waiting while the broker is unreachable (None if stopped meanwhile)."""
+    while not stopper.stopped:
+        try:
+            return build()
+        except CdcClaimsError as err:
+            if not err.retriable:
+                raise
+            log.warning("kafka_client_retry", error=str(err)[:300])
+            stopper.wait(pause)
+    return None
+
+
+def _run_writer(settings: Settings, publisher: KafkaPublisher, stopper: Stopper, readiness: Readiness) -> None:
+    group = f"{settings.kafka.group_id}-writer"
+    raw = _retrying(lambda: make_consumer(settings.kafka, group_id=group), stopper)
+    if raw is None:
+        return
+    raw.subscribe(topics=[settings.kafka.reply_topic])
+    consumer = GuardedConsumer(raw)
     writer = ReplyWriter(
         consumer, IclmWriter(writer_connection_factory(settings.db)), publisher, stopper, commit=commit
     )
-
-    lag = LagReporter(consumer)
+    readiness.check = lambda: bool(raw.assignment()) or "no assignment"
+    lag = LagReporter(raw)
 
     def step() -> None:
         writer.step()
         lag.maybe_report()
-        heartbeat.beat()
+        readiness.heartbeat.beat()
 
     try:
         run_loop(step, stopper, name="writer")
     finally:
-        consumer.close(autocommit=False)
+        consumer.close()
 
 
-def _run_poller(settings: Settings, publisher: KafkaPublisher, stopper: Stopper, heartbeat: Heartbeat) -> None:
+def _run_poller(settings: Settings, publisher: KafkaPublisher, stopper: Stopper, readiness: Readiness) -> None:
+    heartbeat = readiness.heartbeat
     client = OpenImisClient(settings.openhim)
     store = LedgerOpenClaims(Ledger(writer_connection_factory(settings.db)))
     poller = Poller(store, client, normalize, publisher, interval=settings.poll_seconds)
@@ -295,12 +425,8 @@ def rerun_held(settings: Settings, *, reason: str | None = None, unit_uuid: str 
     client = OpenImisClient(settings.openhim)
     try:
         service, _reader, ledger = build_service(settings, mapping, publisher, client)
-        entries = [
-            e
-            for e in ledger.list_by_state([State.HELD, State.FAILED])
-            if (reason is None or e.reason == reason) and (unit_uuid is None or e.unit_uuid == unit_uuid)
-        ]
-        print(f"{len(entries)} held/failed claim(s) to re-run", flush=True)
+        entries = ledger.to_rerun(reason=reason, unit_uuid=unit_uuid)
+        print(f"{len(entries)} held/failed/stranded claim(s) to re-run", flush=True)
         failures = 0
         for entry in entries:
             unit_id = _unit_id(reader_factory(settings), entry.unit_kind, entry.unit_uuid)
@@ -308,7 +434,12 @@ def rerun_held(settings: Settings, *, reason: str | None = None, unit_uuid: str 
                 print(f"  {entry.unit_kind} {entry.unit_uuid}: no longer in the database", flush=True)
                 failures += 1
                 continue
-            result = service.process(UnitRef(entry.unit_kind, unit_id))
+            try:
+                result = service.process(UnitRef(entry.unit_kind, unit_id))
+            except CdcClaimsError as err:
+                print(f"  {entry.unit_kind} {entry.unit_uuid}: not now ({err.reason}): {err}", flush=True)
+                failures += 1
+                continue
             print(
                 f"  {entry.unit_kind} {entry.unit_uuid}: {result.outcome}"
                 + (f" ({result.reason})" if result.reason else "")

@@ -2,9 +2,16 @@
 -- (an encounter or a visit). Idempotent DDL for MariaDB 10.5+ / MySQL 8: safe to run at every start.
 -- Billing staff may read it: `state`, `reason` and `detail` say where each claim stands and why
 -- it is held. No patient names or insurance numbers are stored here, only uuids.
---   state  : a cdc_claims.lifecycle.State value (detected, settled, held, submitting, failed,
---            rejected, entered, checked, processed, valuated, cancelled)
---   reason : a cdc_claims.errors.HELD_REASONS key when held/failed, else NULL
+--   state  : a cdc_claims.lifecycle.State value (detected, settled, held, nothing_to_claim,
+--            cancelled, submitting, failed, rejected, entered, checked, processed, valuated,
+--            unknown_status)
+--   reason : a cdc_claims.errors.HELD_REASONS key when held/failed, or a flag on a submitted
+--            claim (voided_after_submit: withdraw it in openIMIS), else NULL
+--   last_error : the last thing that went wrong and was not applied (a backward status from
+--            openIMIS, an unreadable response, a retry cause)
+--   lease_owner / lease_until : the submit lease. A sidecar claims the row by compare-and-set
+--            before it POSTs, so two sidecars (a rolling update, a zombie after a rebalance)
+--            never POST the same claim code at once
 CREATE TABLE IF NOT EXISTS cdc_claims_ledger (
   ledger_id            BIGINT       NOT NULL AUTO_INCREMENT,
   unit_kind            VARCHAR(16)  NOT NULL,
@@ -22,6 +29,8 @@ CREATE TABLE IF NOT EXISTS cdc_claims_ledger (
   openimis_claim_uuid  VARCHAR(64)  NULL,
   last_error           TEXT         NULL,
   draft_json           MEDIUMTEXT   NULL,  -- the claim as last sent (the poller normalizes later responses against it)
+  lease_owner          VARCHAR(128) NULL,
+  lease_until          DATETIME(6)  NULL,
   created_at           DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
   updated_at           DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
   PRIMARY KEY (ledger_id),
@@ -30,3 +39,8 @@ CREATE TABLE IF NOT EXISTS cdc_claims_ledger (
   KEY cdc_claims_ledger_state (state, updated_at),
   KEY cdc_claims_ledger_visit (visit_uuid)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci;
+
+-- Tables created before the submit lease (MariaDB 10.5+; on MySQL 8 run the two ADD COLUMNs once
+-- without IF NOT EXISTS, see docs/runbook.md).
+ALTER TABLE cdc_claims_ledger ADD COLUMN IF NOT EXISTS lease_owner VARCHAR(128) NULL;
+ALTER TABLE cdc_claims_ledger ADD COLUMN IF NOT EXISTS lease_until DATETIME(6) NULL;

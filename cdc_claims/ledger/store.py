@@ -165,6 +165,63 @@ class Ledger:
             raise WriteBackError(f"ledger upsert {entry.unit_kind}/{entry.unit_uuid}: row not found after write")
         return _row_to_entry(row)
 
+    def acquire_lease(
+        self, unit_kind: UnitKind, unit_uuid: str, owner: str, seconds: float, *, steal_from: str | None = None
+    ) -> str | None:
+        """Claim the unit for ``seconds`` by compare-and-set; returns who holds it afterwards.
+
+        One statement, so two sidecars racing for the same unit cannot both win: the row (made
+        here in state ``detected`` if the unit is new) changes owner only when it has none, when
+        it is already ``owner``'s, when the holder's lease expired, or when the holder is
+        ``steal_from`` (a holder the caller knows is dead). MySQL applies the assignments left to
+        right: ``lease_until`` moves only if ``lease_owner`` just became (or stayed) ours.
+        """
+        sql = (
+            f"INSERT INTO {TABLE} (unit_kind, unit_uuid, state, lease_owner, lease_until)"  # noqa: S608 - constants
+            " VALUES (%s, %s, %s, %s, NOW(6) + INTERVAL %s MICROSECOND)"
+            " ON DUPLICATE KEY UPDATE"
+            " lease_owner = IF(lease_owner IS NULL OR lease_owner = VALUES(lease_owner) OR lease_until < NOW(6)"
+            " OR lease_owner = %s, VALUES(lease_owner), lease_owner),"
+            " lease_until = IF(lease_owner = VALUES(lease_owner), VALUES(lease_until), lease_until)"
+        )
+        micros = int(seconds * 1_000_000)
+        try:
+            with transaction(self._connect) as cur:
+                cur.execute(sql, (unit_kind, unit_uuid, State.DETECTED.value, owner, micros, steal_from or ""))
+                cur.execute(
+                    f"SELECT lease_owner FROM {TABLE} WHERE unit_kind = %s AND unit_uuid = %s",  # noqa: S608
+                    (unit_kind, unit_uuid),
+                )
+                row = cur.fetchone()
+        except pymysql.MySQLError as err:
+            raise WriteBackError(f"ledger lease {unit_kind}/{unit_uuid}: {err}") from err
+        return None if row is None else row["lease_owner"]
+
+    def release_lease(self, unit_kind: UnitKind, unit_uuid: str, owner: str) -> None:
+        """Give the lease back (only if ``owner`` still holds it)."""
+        try:
+            with transaction(self._connect) as cur:
+                cur.execute(
+                    f"UPDATE {TABLE} SET lease_owner = NULL, lease_until = NULL"  # noqa: S608 - constants
+                    " WHERE unit_kind = %s AND unit_uuid = %s AND lease_owner = %s",
+                    (unit_kind, unit_uuid, owner),
+                )
+        except pymysql.MySQLError as err:
+            raise WriteBackError(f"ledger lease release {unit_kind}/{unit_uuid}: {err}") from err
+
+    def to_rerun(self, *, reason: str | None = None, unit_uuid: str | None = None) -> list[LedgerEntry]:
+        """What ``rerun-held`` picks up: held and failed rows, and ``submitting`` rows whose
+        submit lease expired (a sidecar died mid-POST, or an older version parked them there)."""
+        args: list[Any] = [State.HELD.value, State.FAILED.value, State.SUBMITTING.value]
+        sql = f"{_SELECT} WHERE (state IN (%s, %s) OR (state = %s AND (lease_until IS NULL OR lease_until < NOW(6))))"
+        if reason is not None:
+            sql += " AND reason = %s"
+            args.append(reason)
+        if unit_uuid is not None:
+            sql += " AND unit_uuid = %s"
+            args.append(unit_uuid)
+        return self._many(sql + " ORDER BY updated_at, ledger_id", tuple(args))
+
     def list_by_state(self, states: Iterable[State]) -> list[LedgerEntry]:
         """Rows in any of ``states``, oldest change first."""
         wanted = [State(s).value for s in states]

@@ -18,24 +18,52 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from cdc_claims import metrics
 from cdc_claims.assemble.model import ClaimContext, ClaimDraft
-from cdc_claims.errors import HELD_REASONS, ClaimRefused, DuplicateClaimCode, NotClaimable
+from cdc_claims.errors import (
+    HELD_REASONS,
+    ClaimRefused,
+    ClaimRenderError,
+    DuplicateClaimCode,
+    LeaseHeld,
+    NotClaimable,
+    ResponseMismatch,
+    UnknownClaimStatus,
+    WriteBackError,
+)
 from cdc_claims.failpoints import failpoint
 from cdc_claims.ledger.store import LedgerEntry
-from cdc_claims.lifecycle import OPENIMIS_STATUS, SUBMITTED_STATES, Event, State, advance
+from cdc_claims.lifecycle import SUBMITTED_STATES, Event, State, advance, response_event
 from cdc_claims.log import get_logger
 from cdc_claims.pipeline.ports import ClaimApi, DraftBuilder, LedgerPort, Publisher, Reader, Renderer, UnitRef
-from cdc_claims.reply.model import NormalizedResponse, ReplyMessage, Timings, encode_draft
+from cdc_claims.reply.model import (
+    NormalizedResponse,
+    ReplyMessage,
+    Timings,
+    WithdrawalNotice,
+    decode_draft,
+    encode_draft,
+)
 
 log = get_logger(__name__)
 
 Normalizer = Callable[..., NormalizedResponse]
-Outcome = Literal["submitted", "replayed", "held", "failed", "cancelled", "unchanged", "changed_after_submit"]
+Outcome = Literal[
+    "submitted",
+    "replayed",
+    "held",
+    "failed",
+    "cancelled",
+    "nothing_to_claim",
+    "unchanged",
+    "changed_after_submit",
+    "withdrawal_needed",
+    "unknown_status",
+]
 
 
 @dataclass(frozen=True)
@@ -61,6 +89,9 @@ class ClaimService:
         publisher: Publisher,
         ledger: LedgerPort,
         resubmit_on_change: bool = False,
+        owner: str = "cdc-claims",
+        lease_seconds: float = 300.0,
+        holder_dead: Callable[[str], bool] = lambda _holder: False,
         today: Callable[[], date] = lambda: datetime.now(UTC).date(),
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -74,18 +105,80 @@ class ClaimService:
         self._resubmit = resubmit_on_change
         self._today = today
         self._now = now
+        self._owner = owner
+        self._lease_seconds = lease_seconds
+        self._holder_dead = holder_dead
 
     def process(self, unit: UnitRef) -> UnitResult:
-        """Process one unit. Retriable errors propagate: the caller keeps the unit pending."""
+        """Process one unit. Retriable errors propagate: the caller keeps the unit pending.
+
+        The unit's ledger row is leased first (compare-and-set on owner and expiry), so two
+        sidecars never work on one unit at once; the loser gets :class:`LeaseHeld` (retriable)
+        and finds the claim done when it tries again.
+        """
+        ctx = self._reader.read(unit)
+        holder = self._ledger.acquire_lease(ctx.unit_kind, ctx.unit_uuid, self._owner, self._lease_seconds)
+        if holder != self._owner and holder is not None and self._holder_dead(holder):
+            # the holder crashed on this very host (a restarted container): no need to wait it out
+            holder = self._ledger.acquire_lease(
+                ctx.unit_kind, ctx.unit_uuid, self._owner, self._lease_seconds, steal_from=holder
+            )
+        if holder != self._owner:
+            metrics.LEASE_CONFLICTS.inc()
+            raise LeaseHeld(f"{ctx.unit_kind} {ctx.unit_uuid} is being submitted by another sidecar")
+        try:
+            return self._process(unit, ctx)
+        finally:
+            try:
+                self._ledger.release_lease(ctx.unit_kind, ctx.unit_uuid, self._owner)
+            except WriteBackError as err:  # the lease expires by itself
+                log.warning("lease_release_failed", unit_uuid=ctx.unit_uuid, error=str(err)[:200])
+
+    def park(self, unit: UnitRef, reason: str, text: str) -> None:
+        """Give up on a unit after repeated unexpected errors: ``failed`` with ``reason``, so it is
+        visible and ``rerun-held`` picks it up (never left ``submitting`` with nobody to retry)."""
         ctx = self._reader.read(unit)
         entry = self._ledger.get(ctx.unit_kind, ctx.unit_uuid)
-        state = State(entry.state) if entry is not None else State.SETTLED
+        state = entry.state if entry is not None else State.DETECTED
+        if state in SUBMITTED_STATES and state is not State.SUBMITTING:
+            return  # openIMIS has it and the ledger knows: nothing is stranded
+        if state is not State.SUBMITTING:
+            state = advance(state, Event.SETTLE)
+        self._ledger.upsert(
+            LedgerEntry(
+                unit_kind=ctx.unit_kind,
+                unit_uuid=ctx.unit_uuid,
+                state=advance(state, Event.FAIL),
+                claim_code=entry.claim_code if entry is not None else None,
+                revision=entry.revision if entry is not None else 0,
+                content_hash=entry.content_hash if entry is not None else "",
+                reason=reason,
+                detail=text[:2000],
+                attempts=entry.attempts if entry is not None else 0,
+                patient_uuid=ctx.patient.uuid,
+                visit_uuid=ctx.visit.uuid,
+                encounter_uuids=tuple(e.uuid for e in ctx.encounters),
+                draft_json=entry.draft_json if entry is not None else None,
+            )
+        )
+
+    def _process(self, unit: UnitRef, ctx: ClaimContext) -> UnitResult:
+        entry = self._ledger.get(ctx.unit_kind, ctx.unit_uuid)
+        state = entry.state if entry is not None else State.DETECTED
         revision = entry.revision if entry is not None else 0
         bound = log.bind(unit=str(unit), unit_uuid=ctx.unit_uuid)
 
         try:
-            draft = self._build(ctx, created=self._today(), revision=revision)
-        except NotClaimable as held:
+            draft: ClaimDraft | None = self._build(ctx, created=self._today(), revision=revision)
+            held: NotClaimable | None = None
+        except NotClaimable as not_claimable:
+            draft, held = None, not_claimable
+        if entry is not None and _in_doubt_and_changed(entry, draft):
+            # the unit changed while a POST was in doubt: first learn whether openIMIS has it
+            entry = self._resolve_in_doubt(ctx, entry)
+            state = entry.state
+        if held is not None or draft is None:
+            assert held is not None
             return self._not_claimable(unit, ctx, entry, state, held)
 
         if entry is not None and state in SUBMITTED_STATES:
@@ -97,21 +190,47 @@ class ClaimService:
                 if not self._resubmit:
                     return self._changed_after_submit(unit, ctx, entry, draft)
                 draft = self._build(ctx, created=self._today(), revision=revision + 1)
-                state = State.SETTLED
+                state = State.SETTLED  # a new code: a new claim (resubmit_on_change)
+        elif state is not State.SUBMITTING:
+            state = advance(state, Event.SETTLE)  # held, failed, cancelled... re-enter here
         metrics.CLAIMS_BUILT.labels(unit=ctx.unit_kind).inc()
         return self._submit(unit, ctx, entry, state, draft)
+
+    def _resolve_in_doubt(self, ctx: ClaimContext, entry: LedgerEntry) -> LedgerEntry:
+        """A ``submitting`` row whose claim may or may not be in openIMIS: ask by code.
+
+        In openIMIS: its reply is published and the row moves on, so later changes are handled
+        as changes after submission. Not there: the POST never arrived, the row may re-enter."""
+        code = entry.claim_code or ""
+        sent = decode_draft(entry.draft_json or "")
+        try:
+            response = self._api.get_claim_response(code)
+        except ClaimRefused:  # "no such claim": the earlier POST never reached openIMIS
+            log.info("in_doubt_claim_not_in_openimis", claim_code=code, unit_uuid=ctx.unit_uuid)
+            return replace(entry, state=advance(State.SUBMITTING, Event.FAIL))
+        try:
+            normalized = self._normalize(response, sent, received_at=self._now())
+        except UnknownClaimStatus as unknown:
+            resolved = replace(entry, state=State.UNKNOWN_STATUS, reason="unknown_status", detail=unknown.message)
+            return self._ledger.upsert(resolved)
+        self._pub.reply(ReplyMessage(sent, normalized, None))
+        self._pub.flush()
+        resolved = replace(
+            entry,
+            state=advance(State.SUBMITTING, response_event(normalized.openimis_status)),
+            openimis_claim_uuid=normalized.claim_uuid or entry.openimis_claim_uuid,
+        )
+        log.info("in_doubt_claim_resolved", claim_code=code, unit_uuid=ctx.unit_uuid, state=resolved.state.value)
+        return self._ledger.upsert(resolved)
 
     # ------------------------------------------------------------------ submit path
     def _submit(self, unit: UnitRef, ctx: ClaimContext, entry: Any, state: State, draft: ClaimDraft) -> UnitResult:
         attempts = (entry.attempts if entry is not None else 0) + 1
-        if state is not State.SUBMITTING:
-            # every pre-submit state (held, failed, cancelled, detected) re-enters through "settled"
-            advance(State.SETTLED, Event.SUBMIT)
         try:
             claim = self._render.claim(draft)
-        except ValueError as invalid:  # ClaimRenderError: nothing was sent
+        except ClaimRenderError as invalid:  # nothing was sent
             return self._hold_draft(unit, ctx, draft, "invalid_claim", str(invalid))
-        self._record(ctx, draft, State.SUBMITTING, attempts=attempts)
+        self._record(ctx, draft, advance(state, Event.SUBMIT), attempts=attempts)
         replayed = False
         started = time.monotonic()
         try:
@@ -123,12 +242,16 @@ class ClaimService:
         except ClaimRefused as refused:
             self._pub.audit(draft.code, self._render.audit_bundle(ctx, draft, claim))
             return self._fail(unit, ctx, draft, attempts, reason="refused_by_openimis", text=refused.message)
+        # any other SubmitError is retriable (network, 5xx, auth, no channel): it propagates and
+        # the row stays "submitting" under this lease-free unit until the consumer's next try
 
         submit_seconds = time.monotonic() - started
         failpoint("after_submit")  # openIMIS has the claim; no reply, ledger still "submitting"
         try:
             normalized = self._normalize(response, draft, received_at=self._now())
-        except ValueError as mismatch:  # ResponseMismatch: keep it visible, re-runnable
+        except UnknownClaimStatus as unknown:  # openIMIS holds it: follow it, never re-send it
+            return self._unknown_status(unit, ctx, draft, attempts, unknown)
+        except ResponseMismatch as mismatch:  # keep it visible, re-runnable
             return self._fail(unit, ctx, draft, attempts, reason="unreadable_response", text=str(mismatch))
         timings = Timings(unit.captured_ms, submit_seconds, int(time.time() * 1000))
         self._pub.reply(ReplyMessage(draft, normalized, unit.source_committed_ms, timings))
@@ -136,7 +259,7 @@ class ClaimService:
         failpoint("after_reply")  # reply published; ledger and offsets not yet moved on
         # The audit Bundle (Claim as sent + Patient, Encounter, ...) is off the writer's critical path.
         self._pub.audit(draft.code, self._render.audit_bundle(ctx, draft, claim))
-        new_state = advance(State.SUBMITTING, OPENIMIS_STATUS[normalized.openimis_status][0])
+        new_state = advance(State.SUBMITTING, response_event(normalized.openimis_status))
         self._record(ctx, draft, new_state, attempts=attempts, openimis_claim_uuid=normalized.claim_uuid)
         self._pub.flush()
         _count_response(normalized)
@@ -154,18 +277,35 @@ class ClaimService:
         self, unit: UnitRef, ctx: ClaimContext, draft: ClaimDraft, attempts: int, *, reason: str, text: str
     ) -> UnitResult:
         detail = text[:2000]
-        self._record(
-            ctx, draft, advance(State.SUBMITTING, Event.REFUSED), attempts=attempts, reason=reason, detail=detail
-        )
+        self._record(ctx, draft, advance(State.SUBMITTING, Event.FAIL), attempts=attempts, reason=reason, detail=detail)
         self._pub.held(draft.code, _held_payload(ctx, draft.code, reason, detail, "failed"))
         self._pub.flush()
         metrics.CLAIMS_HELD.labels(reason=reason).inc()
         log.warning("claim_failed", claim_code=draft.code, unit_uuid=ctx.unit_uuid, reason=reason, detail=detail[:300])
         return UnitResult(unit, "failed", draft.code, reason=reason)
 
+    def _unknown_status(
+        self, unit: UnitRef, ctx: ClaimContext, draft: ClaimDraft, attempts: int, unknown: UnknownClaimStatus
+    ) -> UnitResult:
+        detail = f"openIMIS status code {unknown.code}: {unknown.message}"[:2000]
+        self._record(
+            ctx,
+            draft,
+            advance(State.SUBMITTING, Event.RESP_UNKNOWN),
+            attempts=attempts,
+            reason="unknown_status",
+            detail=detail,
+            openimis_claim_uuid=unknown.claim_uuid,
+        )
+        self._pub.held(draft.code, _held_payload(ctx, draft.code, "unknown_status", detail, "notice"))
+        self._pub.flush()
+        metrics.STATUS_NOT_APPLIED.labels(kind="unknown_status").inc()
+        log.warning("claim_unknown_status", claim_code=draft.code, unit_uuid=ctx.unit_uuid, code=unknown.code)
+        return UnitResult(unit, "unknown_status", draft.code, reason="unknown_status", status="unknown_status")
+
     def _hold_draft(self, unit: UnitRef, ctx: ClaimContext, draft: ClaimDraft, reason: str, text: str) -> UnitResult:
         detail = text[:2000]
-        self._record(ctx, draft, State.HELD, attempts=0, reason=reason, detail=detail)
+        self._record(ctx, draft, advance(State.SETTLED, Event.HOLD), attempts=0, reason=reason, detail=detail)
         self._pub.held(ctx.unit_uuid, _held_payload(ctx, draft.code, reason, detail, "held"))
         self._pub.flush()
         metrics.CLAIMS_HELD.labels(reason=reason).inc()
@@ -177,15 +317,23 @@ class ClaimService:
         self, unit: UnitRef, ctx: ClaimContext, entry: Any, state: State, held: NotClaimable
     ) -> UnitResult:
         code = entry.claim_code if entry is not None else ""
-        if entry is not None and state in SUBMITTED_STATES:
+        if entry is not None and state in SUBMITTED_STATES and state is not State.SUBMITTING:
+            if held.reason == "voided":
+                return self._withdrawal_needed(unit, ctx, entry, held)
             # openIMIS already holds a claim for this unit: never silently drop that fact.
             detail = f"{HELD_REASONS[held.reason]} after the claim was submitted: {held.detail}"
             self._pub.held(code, _held_payload(ctx, code, held.reason, detail, "notice"))
             self._pub.flush()
             log.warning("submitted_claim_now_not_claimable", claim_code=code, reason=held.reason)
             return UnitResult(unit, "changed_after_submit", code, reason=held.reason)
-        new_state = State.CANCELLED if held.reason == "voided" else State.HELD
-        kind: Literal["held", "cancelled"] = "cancelled" if new_state is State.CANCELLED else "held"
+        if state is not State.SUBMITTING:
+            state = advance(state, Event.SETTLE)
+        # A "submitting" row whose unit is no longer claimable: the POST may or may not have
+        # gone through; the row is parked as failed with the reason, never left submitting.
+        event = {"voided": Event.VOIDED, "no_billable_lines": Event.NOTHING}.get(held.reason, Event.HOLD)
+        if state is State.SUBMITTING:
+            event = Event.FAIL
+        new_state = advance(state, event)
         self._ledger.upsert(
             LedgerEntry(
                 unit_kind=ctx.unit_kind,
@@ -203,11 +351,42 @@ class ClaimService:
                 draft_json=entry.draft_json if entry is not None else None,
             )
         )
+        if new_state is State.NOTHING_TO_CLAIM:
+            # registration, lab results, admission...: not a held claim nobody must chase
+            metrics.UNITS_NOTHING_TO_CLAIM.labels(unit=ctx.unit_kind).inc()
+            log.info("nothing_to_claim", unit_uuid=ctx.unit_uuid)
+            return UnitResult(unit, "nothing_to_claim", code or None, reason=held.reason)
+        kind: Literal["held", "cancelled", "failed"] = (
+            "cancelled" if new_state is State.CANCELLED else "failed" if new_state is State.FAILED else "held"
+        )
         self._pub.held(ctx.unit_uuid, _held_payload(ctx, code or None, held.reason, held.detail, kind))
         self._pub.flush()
         metrics.CLAIMS_HELD.labels(reason=held.reason).inc()
         log.info("claim_held", unit_uuid=ctx.unit_uuid, reason=held.reason, state=new_state.value)
-        return UnitResult(unit, "cancelled" if kind == "cancelled" else "held", code or None, reason=held.reason)
+        return UnitResult(unit, "failed" if kind == "failed" else kind, code or None, reason=held.reason)
+
+    def _withdrawal_needed(
+        self, unit: UnitRef, ctx: ClaimContext, entry: LedgerEntry, held: NotClaimable
+    ) -> UnitResult:
+        """The encounter was voided after openIMIS got its claim: flag it everywhere, once.
+
+        The ledger keeps following the claim (its state is openIMIS's); the flag is the row's
+        reason, the iclm rows get it through a :class:`WithdrawalNotice` on the reply topic."""
+        code = entry.claim_code or ""
+        reason = "voided_after_submit"
+        if entry.reason == reason:
+            return UnitResult(unit, "withdrawal_needed", code, reason=reason, status=entry.state.value)
+        detail = (
+            f"claim {code} is in openIMIS ({entry.state.value}) but {ctx.unit_kind} {ctx.unit_uuid} was voided"
+            f" in OpenMRS: withdraw the claim in openIMIS. {held.detail}"
+        )[:2000]
+        self._pub.withdrawal(WithdrawalNotice(code, reason, detail, self._now()))
+        self._pub.held(code, _held_payload(ctx, code, reason, detail, "withdrawal"))
+        self._pub.flush()
+        self._ledger.upsert(replace(entry, reason=reason, detail=detail))
+        metrics.WITHDRAWALS_NEEDED.labels(reason=reason).inc()
+        log.warning("claim_withdrawal_needed", claim_code=code, unit_uuid=ctx.unit_uuid, reason=reason)
+        return UnitResult(unit, "withdrawal_needed", code, reason=reason, status=entry.state.value)
 
     def _changed_after_submit(self, unit: UnitRef, ctx: ClaimContext, entry: Any, draft: ClaimDraft) -> UnitResult:
         detail = (
@@ -216,6 +395,9 @@ class ClaimService:
         )
         self._pub.held(entry.claim_code, _held_payload(ctx, entry.claim_code, "changed_after_submit", detail, "notice"))
         self._pub.flush()
+        if entry.reason != "changed_after_submit":
+            # visible on the ledger row too (and so to rerun-held --reason changed_after_submit)
+            self._ledger.upsert(replace(entry, reason="changed_after_submit", detail=detail))
         metrics.CLAIMS_HELD.labels(reason="changed_after_submit").inc()
         log.warning("claim_changed_after_submit", claim_code=entry.claim_code, unit_uuid=ctx.unit_uuid)
         return UnitResult(unit, "changed_after_submit", entry.claim_code, reason="changed_after_submit")
@@ -249,6 +431,13 @@ class ClaimService:
                 draft_json=encode_draft(draft),
             )
         )
+
+
+def _in_doubt_and_changed(entry: LedgerEntry, draft: ClaimDraft | None) -> bool:
+    """A ``submitting`` row (the POST may have reached openIMIS) whose unit now reads differently."""
+    if entry.state is not State.SUBMITTING or not (entry.claim_code and entry.draft_json):
+        return False
+    return draft is None or (draft.code, draft.content_hash) != (entry.claim_code, entry.content_hash)
 
 
 def _revision_of(code: str) -> int:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from cdc_claims import metrics
 from cdc_claims.assemble.model import ClaimDraft
-from cdc_claims.errors import CdcClaimsError
-from cdc_claims.lifecycle import OPENIMIS_STATUS, State, allowed
+from cdc_claims.errors import CdcClaimsError, ResponseMismatch, UnknownClaimStatus
+from cdc_claims.lifecycle import State, advance, judge_response, response_event
 from cdc_claims.log import get_logger
 from cdc_claims.pipeline.claim_service import Normalizer
 from cdc_claims.pipeline.ports import ClaimApi, Publisher
@@ -35,7 +36,13 @@ class OpenClaim:
 
 class OpenClaimStore(Protocol):
     def open_claims(self) -> Sequence[OpenClaim]: ...
-    def set_state(self, claim_code: str, state: State, *, openimis_claim_uuid: str | None) -> None: ...
+    def set_state(
+        self, claim_code: str, state: State, *, openimis_claim_uuid: str | None, reason: str | None = None
+    ) -> None: ...
+
+    def note(self, claim_code: str, text: str) -> None:
+        """Record what openIMIS said that was not applied (ledger ``last_error``)."""
+        ...
 
 
 class Poller:
@@ -92,23 +99,52 @@ class Poller:
         return self._schedule[claim.claim_code][0]
 
     def _check(self, claim: OpenClaim) -> bool:
-        """Ask openIMIS about one claim; publish a reply when its status moved. True if it did."""
+        """Ask openIMIS about one claim; publish a reply when its status moved. True if it did.
+
+        What cannot be applied is recorded on the ledger row, never dropped: a status that
+        would go backwards (CHECKED polled back as ENTERED), an unknown status code (the claim
+        moves to ``unknown_status`` and is still followed), an unreadable response."""
         try:
             response = self._api.get_claim_response(claim.claim_code)
         except CdcClaimsError as err:
             if err.retriable:
                 raise
             log.warning("poll_failed", claim_code=claim.claim_code, reason=err.reason, error=str(err)[:200])
+            self._store.note(claim.claim_code, f"poll failed ({err.reason}): {err}"[:2000])
             return False
         try:
             normalized = self._normalize(response, claim.draft, received_at=self._now())
-        except ValueError as mismatch:
+        except UnknownClaimStatus as unknown:
+            metrics.STATUS_NOT_APPLIED.labels(kind="unknown_status").inc()
+            log.warning("poll_unknown_status", claim_code=claim.claim_code, code=unknown.code)
+            if claim.state is State.UNKNOWN_STATUS:
+                return False
+            self._store.set_state(
+                claim.claim_code,
+                advance(claim.state, response_event(unknown.code)),
+                openimis_claim_uuid=unknown.claim_uuid,
+                reason="unknown_status",
+            )
+            self._store.note(claim.claim_code, f"openIMIS status code {unknown.code}: {unknown.message}"[:2000])
+            return True
+        except ResponseMismatch as mismatch:
+            metrics.STATUS_NOT_APPLIED.labels(kind="unreadable").inc()
             log.warning("poll_unreadable_response", claim_code=claim.claim_code, error=str(mismatch)[:200])
+            self._store.note(claim.claim_code, f"unreadable ClaimResponse: {mismatch}"[:2000])
             return False
-        event, _ = OPENIMIS_STATUS[normalized.openimis_status]
-        new_state = State(normalized.iclm_status.lower())
-        if new_state is claim.state or not allowed(claim.state, event):
+        event = response_event(normalized.openimis_status)
+        verdict = judge_response(claim.state, event)
+        if verdict == "same":
             return False
+        if verdict == "backward":
+            metrics.STATUS_NOT_APPLIED.labels(kind="backward").inc()
+            text = f"openIMIS reports {normalized.iclm_status} after {claim.state.value}: recorded, not applied"
+            log.warning(
+                "poll_backward_status", claim_code=claim.claim_code, old=claim.state.value, new=normalized.iclm_status
+            )
+            self._store.note(claim.claim_code, text)
+            return False
+        new_state = advance(claim.state, event)
         self._pub.reply(ReplyMessage(claim.draft, normalized, None))
         self._pub.flush()
         self._store.set_state(claim.claim_code, new_state, openimis_claim_uuid=normalized.claim_uuid)

@@ -2,8 +2,9 @@
 
 The offset of a reply is committed only after its database transaction committed, and the
 writer is idempotent, so a crash between the two only re-applies a reply (a no-op).
-A reply that can never be applied (undecodable, or refused by the database for a reason
-that retrying cannot fix) goes to the dead-letter topic with the reason; nothing is dropped.
+A reply that can never be applied (undecodable, paired with the wrong claim, refused by the
+database for a reason that retrying cannot fix, or failing on a bug) goes to the dead-letter
+topic with the reason, and the writer goes on; nothing is dropped, nothing crash-loops.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from cdc_claims import metrics
 from cdc_claims.errors import CdcClaimsError
 from cdc_claims.log import get_logger
 from cdc_claims.pipeline.runner import Stopper
-from cdc_claims.reply.model import ReplyMessage, decode_reply
+from cdc_claims.reply.model import ReplyMessage, WithdrawalNotice, decode_message
 
 log = get_logger(__name__)
 
 
 class Applier(Protocol):
     def apply(self, message: ReplyMessage) -> None: ...
+    def apply_withdrawal(self, notice: WithdrawalNotice) -> bool: ...
 
 
 class DeadLetters(Protocol):
@@ -79,23 +81,34 @@ class ReplyWriter:
 
     def _handle(self, record: Any) -> None:
         try:
-            message = decode_reply(record.value)
+            message = decode_message(record.value)
         except (ValidationError, ValueError, TypeError) as err:
             self._dead_letter(record, f"undecodable_reply: {err}"[:500])
             return
+        code = message.claim_code if isinstance(message, WithdrawalNotice) else message.claim.code
         while True:
             try:
-                self._applier.apply(message)
+                if isinstance(message, WithdrawalNotice):
+                    if not self._applier.apply_withdrawal(message):
+                        log.warning("withdrawal_without_claim_rows", claim_code=code)
+                else:
+                    self._applier.apply(message)
             except CdcClaimsError as err:
                 if err.retriable and not self._stopper.stopped:
-                    log.warning("write_back_retry", claim_code=message.claim.code, error=str(err)[:300])
+                    log.warning("write_back_retry", claim_code=code, error=str(err)[:300])
                     self._stopper.wait(self._pause)
                     if self._stopper.stopped:
                         raise
                     continue
                 self._dead_letter(record, f"write_back_failed: {err}"[:500])
                 return
+            except Exception as err:  # a bug on one reply must not stop every other one
+                self._dead_letter(record, f"internal_error: {type(err).__name__}: {err}"[:500])
+                return
             break
+        if isinstance(message, WithdrawalNotice):
+            log.info("withdrawal_written", claim_code=code, reason=message.reason)
+            return
         metrics.REPLIES_WRITTEN.labels(status=message.response.iclm_status).inc()
         if message.source_committed_ms:
             metrics.END_TO_END_LATENCY.observe(max(0.0, time.time() - message.source_committed_ms / 1000))

@@ -12,10 +12,14 @@ ClaimResponse). Output, in ONE transaction (``DATA_MODEL.md`` §7.5):
 
 **Idempotent.** Every row uuid is a uuid5 of the claim code (and the line's ``source_uuid``), so a
 re-applied message finds its rows instead of inserting new ones, and a status never moves
-backwards: ``ENTERED < CHECKED < PROCESSED < VALUATED``; ``REJECTED`` is final and is accepted
-from any non-final state (openIMIS can reject a checked or processed claim on review, as
-:mod:`cdc_claims.lifecycle` allows); nothing leaves ``REJECTED`` or ``VALUATED``. A message with
-the same status as the row is a no-op.
+backwards. The order is :mod:`cdc_claims.lifecycle`'s own table (the ledger and the poller obey
+the same one): ``ENTERED < CHECKED < PROCESSED < VALUATED``, ``REJECTED`` accepted from any
+non-final state, nothing leaves ``REJECTED`` or ``VALUATED``; the same status is a no-op.
+
+**Withdrawals.** A :class:`~cdc_claims.reply.model.WithdrawalNotice` (an encounter voided after
+its claim reached openIMIS) flags the claim's rows where billing staff and the insuranceclaims
+module already look, without new columns in the module's tables: ``iclm_claim.explanation`` (or
+``iclm_claim_item.explanation`` for single lines) starts with :data:`WITHDRAWAL_FLAG`.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ import pymysql
 from pymysql.cursors import DictCursor
 
 from cdc_claims.assemble.model import ClaimDraft, ClaimLine
-from cdc_claims.errors import WriteBackError, WriteBackRefused
+from cdc_claims.errors import CdcClaimsError, WriteBackError, WriteBackRefused
+from cdc_claims.lifecycle import MONEY_FINAL_STATES, OPENIMIS_STATUS, iclm_status_moves
 from cdc_claims.log import get_logger
-from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage
+from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage, WithdrawalNotice
 from cdc_claims.writeback.db import Connection, ConnFactory, transaction
 
 log = get_logger(__name__)
@@ -44,10 +49,10 @@ DAEMON_USER_UUID = "A4F30A1B-5EB9-11DF-A648-37A07F9C90FB"
 IclmStatus = Literal["REJECTED", "ENTERED", "CHECKED", "PROCESSED", "VALUATED"]
 BillingState = Literal["reimbursed", "denied", "pending"]
 
-_RANK: dict[str, int] = {"ENTERED": 1, "CHECKED": 2, "PROCESSED": 3, "VALUATED": 4}
-_FINAL = frozenset({"REJECTED", "VALUATED"})
-#: Claim states after which the bill is settled (money decided, either way).
-_MONEY_FINAL = frozenset({"PROCESSED", "VALUATED", "REJECTED"})
+#: Claim statuses after which the bill is settled (money decided, either way).
+_MONEY_FINAL = frozenset(iclm for _event, state, iclm in OPENIMIS_STATUS.values() if state in MONEY_FINAL_STATES)
+#: How a withdrawal flag starts in ``explanation`` (billing staff search for it).
+WITHDRAWAL_FLAG = "WITHDRAWAL NEEDED"
 
 
 def row_uuid(kind: str, claim_code: str, key: str = "") -> str:
@@ -56,14 +61,12 @@ def row_uuid(kind: str, claim_code: str, key: str = "") -> str:
 
 
 def status_moves(current: str | None, new: str) -> bool:
-    """True when a response with status ``new`` may overwrite a row in status ``current``."""
-    if current is None:
-        return True
-    if current == new or current in _FINAL:
+    """True when a response with status ``new`` may overwrite a row in status ``current``
+    (the lifecycle's transition table decides; an unknown stored status never moves)."""
+    try:
+        return iclm_status_moves(current, new)
+    except CdcClaimsError:
         return False
-    if new == "REJECTED":
-        return True
-    return _RANK.get(new, 0) > _RANK.get(current, 0)
 
 
 def _int_qty(value: Decimal | None) -> int | None:
@@ -102,8 +105,12 @@ class IclmWriter:
     def apply(self, message: ReplyMessage) -> None:
         """Write ``message`` in one transaction. Raises :class:`WriteBackError` (retriable)."""
         claim, resp = message.claim, message.response
-        if resp.claim_code != claim.code:
-            raise ValueError(f"response for {resp.claim_code!r} paired with claim {claim.code!r}")
+        if resp.claim_code != claim.code:  # can never apply: dead-letter it, do not crash-loop
+            raise WriteBackRefused(f"response for {resp.claim_code!r} paired with claim {claim.code!r}")
+        known = {line.source_uuid for line in claim.lines}
+        strays = sorted({o.source_uuid for o in resp.lines} - known)
+        if strays:
+            raise WriteBackRefused(f"claim {claim.code}: outcomes for lines it does not hold: {strays[:5]}")
         try:
             with transaction(self._connect) as cur:
                 user = self._user(cur)
@@ -118,6 +125,48 @@ class IclmWriter:
         except pymysql.MySQLError as err:
             raise WriteBackError(f"iclm write-back of claim {claim.code}: {err}") from err
         log.info("iclm_written", claim_code=claim.code, status=resp.iclm_status)
+
+    def apply_withdrawal(self, notice: WithdrawalNotice) -> bool:
+        """Flag the claim (or its lines) as "withdrawal needed"; False if the claim has no rows yet.
+
+        Idempotent: the flag is written once; a re-applied notice finds it and changes nothing."""
+        flag = f"{WITHDRAWAL_FLAG}: {notice.detail}"[:4000]
+        try:
+            with transaction(self._connect) as cur:
+                user = self._user(cur)
+                now = _naive_utc(datetime.now(UTC))
+                cur.execute(
+                    "SELECT iclm_claim_id FROM iclm_claim WHERE uuid = %s FOR UPDATE",
+                    (row_uuid("claim", notice.claim_code),),
+                )
+                row = cur.fetchone()
+                if row is None:
+                    return False
+                if notice.source_uuids:
+                    for source_uuid in notice.source_uuids:
+                        cur.execute(
+                            "UPDATE iclm_claim_item SET explanation = %s, changed_by = %s, date_changed = %s"
+                            " WHERE uuid = %s AND (explanation IS NULL OR explanation NOT LIKE %s)",
+                            (
+                                flag,
+                                user,
+                                now,
+                                row_uuid("claim_item", notice.claim_code, source_uuid),
+                                f"{WITHDRAWAL_FLAG}%",
+                            ),
+                        )
+                else:
+                    cur.execute(
+                        "UPDATE iclm_claim SET explanation = %s, changed_by = %s, date_changed = %s"
+                        " WHERE iclm_claim_id = %s AND (explanation IS NULL OR explanation NOT LIKE %s)",
+                        (flag, user, now, int(row["iclm_claim_id"]), f"{WITHDRAWAL_FLAG}%"),
+                    )
+        except (pymysql.IntegrityError, pymysql.DataError, pymysql.ProgrammingError) as err:
+            raise WriteBackRefused(f"iclm withdrawal flag of claim {notice.claim_code}: {err}") from err
+        except pymysql.MySQLError as err:
+            raise WriteBackError(f"iclm withdrawal flag of claim {notice.claim_code}: {err}") from err
+        log.info("iclm_withdrawal_flagged", claim_code=notice.claim_code, lines=len(notice.source_uuids))
+        return True
 
     # ------------------------------------------------------------------ first sight
     def _ensure_claim(self, cur: DictCursor, claim: ClaimDraft, user: int, now: datetime) -> tuple[int, str | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -12,6 +13,7 @@ from sql_support import q
 from cdc_claims.assemble.model import ClaimDiagnosis, ClaimDraft, ClaimLine
 from cdc_claims.devstack.bahmni import BahmniSim, Drug, Dx, EncounterRef
 from cdc_claims.devstack.bahmni_testdb import admin_factory, writer_factory
+from cdc_claims.errors import WriteBackRefused
 from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage
 from cdc_claims.writeback.db import Connection
 from cdc_claims.writeback.iclm import IclmWriter, encounter_billing_state, row_uuid, status_moves
@@ -236,7 +238,20 @@ def test_mismatched_message_is_refused(sim: BahmniSim, writer: IclmWriter, db: C
     _, draft = make_claim(sim, db, "CHF-W-6")
     msg = reply(draft, 4)
     bad = ReplyMessage(claim=draft, response=NormalizedResponse(**{**msg.response.__dict__, "claim_code": "OTHER"}))
-    with pytest.raises(ValueError, match="paired"):
+    with pytest.raises(WriteBackRefused, match="paired") as refused:
+        writer.apply(bad)
+    assert not refused.value.retriable  # dead-lettered by the writer role, never crash-looped
+    assert snapshot(db, draft.code)["iclm_claim"] == []
+
+
+def test_outcomes_for_lines_the_claim_does_not_hold_are_refused(
+    sim: BahmniSim, writer: IclmWriter, db: Connection
+) -> None:
+    _, draft = make_claim(sim, db, "CHF-W-7")
+    msg = reply(draft, 4)
+    stray = replace(msg.response.lines[0], source_uuid="not-a-line-of-this-claim")
+    bad = ReplyMessage(claim=draft, response=replace(msg.response, lines=(*msg.response.lines, stray)))
+    with pytest.raises(WriteBackRefused, match="does not hold"):
         writer.apply(bad)
     assert snapshot(db, draft.code)["iclm_claim"] == []
 

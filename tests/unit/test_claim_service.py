@@ -18,12 +18,20 @@ from cdc_claims.assemble.model import (
     Patient,
     Visit,
 )
-from cdc_claims.errors import ClaimRefused, DuplicateClaimCode, NotClaimable, TransientSubmitError
+from cdc_claims.errors import (
+    AuthenticationFailed,
+    ClaimRefused,
+    DuplicateClaimCode,
+    LeaseHeld,
+    NotClaimable,
+    TransientSubmitError,
+    UnknownClaimStatus,
+)
 from cdc_claims.ledger.store import LedgerEntry
 from cdc_claims.lifecycle import State
 from cdc_claims.pipeline.claim_service import ClaimService
 from cdc_claims.pipeline.ports import UnitRef
-from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage
+from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage, WithdrawalNotice, encode_draft
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -69,7 +77,10 @@ class World:
     posts: list[dict[str, Any]] = field(default_factory=list)
     replies: list[ReplyMessage] = field(default_factory=list)
     held: list[dict[str, Any]] = field(default_factory=list)
+    withdrawals: list[WithdrawalNotice] = field(default_factory=list)
     in_openimis: set[str] = field(default_factory=set)
+    leases: dict[tuple[str, str], str] = field(default_factory=dict)
+    status: int = 4
 
     # ports -------------------------------------------------------------------------------
     def read(self, unit: UnitRef) -> ClaimContext:
@@ -97,18 +108,27 @@ class World:
         return {"code": claim["code"]}
 
     def get_claim_response(self, code: str) -> dict[str, Any]:
-        assert code in self.in_openimis
+        self.history.append(("get", code))
+        if code not in self.in_openimis:
+            raise ClaimRefused(f"Claim matching query does not exist ({code})")
         return {"code": code}
 
     def normalize(self, response: dict[str, Any], draft: ClaimDraft, *, received_at: datetime) -> NormalizedResponse:
+        if self.status not in (1, 2, 4, 8, 16):
+            raise UnknownClaimStatus(f"status {self.status}", code=self.status, claim_uuid="uuid-x")
         line = LineOutcome("line-1", "A1", "service", "PASSED", 0, "ACCEPTED", Decimal(1), Decimal(400))
+        iclm = {1: "REJECTED", 2: "ENTERED", 4: "CHECKED", 8: "PROCESSED", 16: "VALUATED"}[self.status]
         return NormalizedResponse(
-            draft.code, "uuid-x", 4, "CHECKED", "partial", Decimal(400), Decimal(400), None, (line,), received_at
-        )
+            draft.code, "uuid-x", self.status, iclm, "partial", Decimal(400), Decimal(400), None, (line,), received_at
+        )  # type: ignore[arg-type]
 
     def reply(self, message: ReplyMessage) -> None:
         self.history.append(("reply", message.claim.code))
         self.replies.append(message)
+
+    def withdrawal(self, notice: WithdrawalNotice) -> None:
+        self.history.append(("withdrawal", notice.claim_code))
+        self.withdrawals.append(notice)
 
     def held_(self, key: str, payload: Any) -> None:
         self.held.append(dict(payload))
@@ -127,10 +147,23 @@ class World:
         self.history.append(("ledger", entry.state.value))
         return entry
 
+    def acquire_lease(
+        self, unit_kind: str, unit_uuid: str, owner: str, seconds: float, *, steal_from: str | None = None
+    ) -> str | None:
+        key = (unit_kind, unit_uuid)
+        if steal_from is not None and self.leases.get(key) == steal_from:
+            self.leases[key] = owner
+        return self.leases.setdefault(key, owner)
+
+    def release_lease(self, unit_kind: str, unit_uuid: str, owner: str) -> None:
+        if self.leases.get((unit_kind, unit_uuid)) == owner:
+            del self.leases[(unit_kind, unit_uuid)]
+
 
 class _Pub:
     def __init__(self, w: World) -> None:
         self.reply, self.held, self.audit, self.flush = w.reply, w.held_, w.audit, w.flush
+        self.withdrawal = w.withdrawal
 
 
 def service(w: World, **kw: Any) -> ClaimService:
@@ -157,6 +190,7 @@ def test_write_ahead_then_post_then_reply_then_ledger() -> None:
     assert result.outcome == "submitted" and result.status == "checked"
     events = [e for e, _ in w.history if e != "flush"]
     assert events == ["ledger", "post", "reply", "audit", "ledger"]
+    assert not w.leases
     assert [s for e, s in w.history if e == "ledger"] == ["submitting", "checked"]
     assert w.replies[0].source_committed_ms == 1
 
@@ -242,14 +276,108 @@ def test_transient_error_propagates_and_leaves_the_write_ahead_row() -> None:
     assert w.ledger[("encounter", "enc-1")].attempts == 2
 
 
-def test_voided_after_submit_is_a_notice_not_a_silent_drop() -> None:
+def test_voided_after_submit_flags_a_withdrawal_everywhere_once() -> None:
     w = World()
     service(w).process(UNIT)
     w.held_reason = "voided"
     result = service(w).process(UNIT)
+    assert result.outcome == "withdrawal_needed"
+    row = w.ledger[("encounter", "enc-1")]
+    assert row.state is State.CHECKED  # still followed: openIMIS holds the claim
+    assert row.reason == "voided_after_submit" and "withdraw" in (row.detail or "")
+    assert [n.claim_code for n in w.withdrawals] == ["RAHOS001-enc-1"]
+    assert w.held[-1]["kind"] == "withdrawal"
+    service(w).process(UNIT)  # a replay: flagged once
+    assert len(w.withdrawals) == 1
+
+
+def test_nothing_billable_is_terminal_and_not_held() -> None:
+    w = World(held_reason="no_billable_lines")
+    result = service(w).process(UNIT)
+    assert result.outcome == "nothing_to_claim"
+    assert w.ledger[("encounter", "enc-1")].state is State.NOTHING_TO_CLAIM
+    assert not w.held  # no "held" record billing staff would chase
+    w.held_reason = None  # an order added later: it is claimed
+    assert service(w).process(UNIT).outcome == "submitted"
+
+
+def test_credentials_refused_leave_the_unit_retriable_then_it_goes_out_once_fixed() -> None:
+    w = World(submit_error=AuthenticationFailed("HTTP 401: credentials refused"))
+    with pytest.raises(AuthenticationFailed) as caught:
+        service(w).process(UNIT)
+    assert caught.value.retriable  # the consumer tries again later, forever
+    assert w.ledger[("encounter", "enc-1")].state is State.SUBMITTING
+    assert not w.leases  # the lease is given back
+    w.submit_error = None  # the password was fixed
+    assert service(w).process(UNIT).outcome == "submitted"
+    assert w.in_openimis == {"RAHOS001-enc-1"}
+
+
+def test_a_unit_leased_by_another_sidecar_is_not_posted() -> None:
+    w = World()
+    w.leases[("encounter", "enc-1")] = "other-pod"
+    with pytest.raises(LeaseHeld):
+        service(w).process(UNIT)
+    assert not w.posts
+    del w.leases[("encounter", "enc-1")]
+    assert service(w).process(UNIT).outcome == "submitted"
+
+
+def test_a_lease_left_by_a_crashed_process_of_this_host_is_taken_over_at_once() -> None:
+    w = World()
+    w.leases[("encounter", "enc-1")] = "host:41"
+    result = service(w, holder_dead=lambda holder: holder == "host:41").process(UNIT)
+    assert result.outcome == "submitted"
+
+
+def test_an_unknown_openimis_status_is_recorded_and_followed_not_resent() -> None:
+    w = World(status=17)
+    result = service(w).process(UNIT)
+    assert result.outcome == "unknown_status"
+    row = w.ledger[("encounter", "enc-1")]
+    assert row.state is State.UNKNOWN_STATUS and "17" in (row.detail or "")
+    assert not w.replies  # nothing the writer could apply
+    w.status = 4
+    assert service(w).process(UNIT).outcome == "unchanged"  # never POSTed again
+    assert len(w.posts) == 1
+
+
+def test_changed_while_in_doubt_asks_openimis_first() -> None:
+    """A crash after the POST, then an edit: openIMIS has the first claim, so the edit is a change
+    after submission (never a second POST of the same code, never a stranded row)."""
+    w = World()
+    w.in_openimis.add("RAHOS001-enc-1")
+    draft = _draft(_ctx(), 0, "h1")
+    w.ledger[("encounter", "enc-1")] = LedgerEntry(
+        "encounter", "enc-1", State.SUBMITTING, draft.code, 0, "h1", attempts=1, draft_json=encode_draft(draft)
+    )
+    w.content = "h2"
+    result = service(w).process(UNIT)
+    assert ("get", "RAHOS001-enc-1") in w.history
     assert result.outcome == "changed_after_submit"
     assert w.ledger[("encounter", "enc-1")].state is State.CHECKED
-    assert w.held[-1]["kind"] == "notice"
+    assert [r.claim.code for r in w.replies] == ["RAHOS001-enc-1"]
+    assert not w.posts
+
+
+def test_changed_while_in_doubt_and_never_arrived_is_sent_fresh() -> None:
+    w = World()
+    draft = _draft(_ctx(), 0, "h1")
+    w.ledger[("encounter", "enc-1")] = LedgerEntry(
+        "encounter", "enc-1", State.SUBMITTING, draft.code, 0, "h1", attempts=1, draft_json=encode_draft(draft)
+    )
+    w.content = "h2"
+    assert service(w).process(UNIT).outcome == "submitted"
+    assert w.ledger[("encounter", "enc-1")].content_hash == "h2"
+
+
+def test_park_marks_a_stranded_unit_failed_for_rerun() -> None:
+    w = World(submit_error=TransientSubmitError("openHIM 500"))
+    with pytest.raises(TransientSubmitError):
+        service(w).process(UNIT)
+    service(w).park(UNIT, "internal_error", "KeyError: 'x'")
+    row = w.ledger[("encounter", "enc-1")]
+    assert (row.state, row.reason) == (State.FAILED, "internal_error")
 
 
 def test_replace_keeps_hash_out_of_equality() -> None:

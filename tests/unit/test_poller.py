@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from cdc_claims.assemble.model import ClaimDiagnosis, ClaimDraft, ClaimLine
+from cdc_claims.errors import UnknownClaimStatus
 from cdc_claims.lifecycle import State
 from cdc_claims.pipeline.poller import OpenClaim, Poller
 from cdc_claims.reply.model import NormalizedResponse, ReplyMessage
@@ -43,13 +44,19 @@ class World:
         self.status = {"C1": 4, "C2": 4}
         self.asked: list[str] = []
         self.replies: list[ReplyMessage] = []
+        self.notes: dict[str, str] = {}
+        self.reasons: dict[str, str | None] = {}
         self.now = 0.0
 
     def open_claims(self) -> list[OpenClaim]:
         return list(self.claims.values())
 
-    def set_state(self, code: str, state: State, *, openimis_claim_uuid: str | None) -> None:
+    def set_state(self, code: str, state: State, *, openimis_claim_uuid: str | None, reason: str | None = None) -> None:
         self.claims[code] = replace(self.claims[code], state=state)
+        self.reasons[code] = reason
+
+    def note(self, code: str, text: str) -> None:
+        self.notes[code] = text
 
     def get_claim_response(self, code: str) -> dict[str, Any]:
         self.asked.append(code)
@@ -60,7 +67,9 @@ class World:
 
     def normalize(self, response: dict[str, Any], draft: ClaimDraft, *, received_at: datetime) -> NormalizedResponse:
         status = self.status[draft.code]
-        iclm = {4: "CHECKED", 8: "PROCESSED", 16: "VALUATED", 1: "REJECTED"}[status]
+        if status not in (1, 2, 4, 8, 16):
+            raise UnknownClaimStatus(f"status {status}", code=status)
+        iclm = {2: "ENTERED", 4: "CHECKED", 8: "PROCESSED", 16: "VALUATED", 1: "REJECTED"}[status]
         return NormalizedResponse(draft.code, "uuid", status, iclm, "partial", None, None, None, (), received_at)  # type: ignore[arg-type]
 
     def reply(self, message: ReplyMessage) -> None:
@@ -113,3 +122,28 @@ def test_unchanged_claims_are_asked_less_often_and_batches_are_bounded() -> None
     w2.status.update({f"X{i}": 4 for i in range(30)})
     poller(w2).poll_once()
     assert len(w2.asked) == 10
+
+
+def test_a_backward_status_is_recorded_never_applied() -> None:
+    """A claim at CHECKED polled back as ENTERED: the ledger stays CHECKED and says what was seen."""
+    w = World()
+    w.status["C1"] = 2
+    assert poller(w).poll_once() == 0
+    assert w.claims["C1"].state is State.CHECKED
+    assert not w.replies
+    assert "ENTERED after checked" in w.notes["C1"]
+
+
+def test_an_unknown_status_code_moves_to_a_visible_state_and_is_still_followed() -> None:
+    w = World()
+    w.status["C1"] = 17
+    p = poller(w)
+    assert p.poll_once() == 1
+    assert w.claims["C1"].state is State.UNKNOWN_STATUS and w.reasons["C1"] == "unknown_status"
+    assert "17" in w.notes["C1"]
+    assert not w.replies  # nothing the writer could apply to iclm
+    w.status["C1"] = 16  # openIMIS settles it with a known status later
+    w.now += 11
+    assert p.poll_once() == 1
+    assert w.claims["C1"].state is State.VALUATED
+    assert [r.claim.code for r in w.replies] == ["C1"]
