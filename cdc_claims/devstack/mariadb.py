@@ -21,7 +21,7 @@ user           privileges (password defaults to the user name; reader/writer fro
 ``debezium``   ``kafka/mariadb/grants.sql``: RELOAD, SHOW DATABASES, REPLICATION SLAVE,
                BINLOG MONITOR on ``*.*``; SELECT on ``openmrs.*``
 ``cdc_reader`` SELECT on ``openmrs.*``
-``cdc_writer`` SELECT on ``openmrs.*``; SELECT/INSERT/UPDATE/DELETE on each ``iclm_*`` and
+``cdc_writer`` SELECT on ``openmrs.*``; SELECT/INSERT/UPDATE (never DELETE) on each ``iclm_*`` and
                ``cdc_claims_*`` table (enumerated from ``information_schema`` at every ``up``)
 ``cdc_admin``  ALL on ``openmrs.*`` (tests use it to simulate Bahmni writes)
 =============  ==============================================================================
@@ -310,8 +310,12 @@ class MariaDB:
             cur.execute(f"GRANT SELECT ON `{DATABASE}`.* TO %s@'%%'", (self.db.user,))
             cur.execute(f"GRANT SELECT ON `{DATABASE}`.* TO %s@'%%'", (self.db.writer_user,))
             for table in self._writable_tables(cur):
+                # exactly the runbook's rights: no user of the sidecar may DELETE (a stack made
+                # before this rule loses the right it had)
+                with contextlib.suppress(pymysql.MySQLError):
+                    cur.execute(f"REVOKE DELETE ON `{DATABASE}`.`{table}` FROM %s@'%%'", (self.db.writer_user,))
                 cur.execute(
-                    f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{DATABASE}`.`{table}` TO %s@'%%'", (self.db.writer_user,)
+                    f"GRANT SELECT, INSERT, UPDATE ON `{DATABASE}`.`{table}` TO %s@'%%'", (self.db.writer_user,)
                 )
             cur.execute(f"GRANT ALL PRIVILEGES ON `{DATABASE}`.* TO %s@'%%'", ("cdc_admin",))
 

@@ -228,7 +228,8 @@ def test_kafka_python_round_trip_against_kafka_4(capture_stack: CaptureStack) ->
 
 
 def test_dev_users_have_least_privilege(mariadb: MariaDB) -> None:
-    """cdc_reader only reads openmrs; cdc_writer also writes iclm_*/cdc_claims_* but no OpenMRS table."""
+    """cdc_reader only reads openmrs; cdc_writer also inserts/updates iclm_*/cdc_claims_* (never DELETE)
+    but no OpenMRS table."""
     denied = pymysql.err.OperationalError  # ER_TABLEACCESS_DENIED_ERROR (1142)
     reader = mariadb.connect(mariadb.db.user)
     writer = mariadb.connect(mariadb.db.writer_user)
@@ -239,7 +240,13 @@ def test_dev_users_have_least_privilege(mariadb: MariaDB) -> None:
             with pytest.raises(denied):
                 cur.execute("DELETE FROM iclm_claim WHERE iclm_claim_id = %s", (-1,))
         with writer.cursor() as cur:
-            cur.execute("DELETE FROM iclm_claim WHERE iclm_claim_id = %s", (-1,))
+            cur.execute("UPDATE iclm_claim SET status = status WHERE iclm_claim_id = %s", (-1,))
+            cur.execute("UPDATE cdc_claims_ledger SET state = state WHERE ledger_id = %s", (-1,))
+            # the runbook's rule: no user of the sidecar may DELETE, not even its own rows
+            with pytest.raises(denied):
+                cur.execute("DELETE FROM iclm_claim WHERE iclm_claim_id = %s", (-1,))
+            with pytest.raises(denied):
+                cur.execute("DELETE FROM cdc_claims_ledger WHERE ledger_id = %s", (-1,))
             with pytest.raises(denied):
                 cur.execute("UPDATE obs SET comments = comments WHERE obs_id = %s", (-1,))
             with pytest.raises(denied):
