@@ -19,9 +19,9 @@ from cdc_claims.assemble.model import ClaimDraft
 from cdc_claims.errors import CdcClaimsError, ResponseMismatch, UnknownClaimStatus
 from cdc_claims.lifecycle import State, advance, judge_response, response_event
 from cdc_claims.log import get_logger
-from cdc_claims.pipeline.claim_service import Normalizer
+from cdc_claims.pipeline.claim_service import Normalizer, rejected_lines
 from cdc_claims.pipeline.ports import ClaimApi, Publisher
-from cdc_claims.reply.model import ReplyMessage
+from cdc_claims.reply.model import ReplyMessage, WithdrawalNotice
 
 log = get_logger(__name__)
 
@@ -37,11 +37,20 @@ class OpenClaim:
 class OpenClaimStore(Protocol):
     def open_claims(self) -> Sequence[OpenClaim]: ...
     def set_state(
-        self, claim_code: str, state: State, *, openimis_claim_uuid: str | None, reason: str | None = None
-    ) -> None: ...
+        self,
+        claim_code: str,
+        state: State,
+        *,
+        openimis_claim_uuid: str | None,
+        reason: str | None = None,
+        rejected: tuple[str, ...] | None = None,
+    ) -> tuple[str, ...] | None:
+        """Record the new state; returns the claim's remaining withdrawal lines when openIMIS's
+        rejection settled some of them (None otherwise)."""
+        ...
 
-    def note(self, claim_code: str, text: str) -> None:
-        """Record what openIMIS said that was not applied (ledger ``last_error``)."""
+    def note(self, claim_code: str, text: str) -> bool:
+        """Record what openIMIS said that was not applied (ledger ``last_error``); True if new."""
         ...
 
 
@@ -115,10 +124,10 @@ class Poller:
         try:
             normalized = self._normalize(response, claim.draft, received_at=self._now())
         except UnknownClaimStatus as unknown:
+            if claim.state is State.UNKNOWN_STATUS:
+                return False  # already recorded and counted
             metrics.STATUS_NOT_APPLIED.labels(kind="unknown_status").inc()
             log.warning("poll_unknown_status", claim_code=claim.claim_code, code=unknown.code)
-            if claim.state is State.UNKNOWN_STATUS:
-                return False
             self._store.set_state(
                 claim.claim_code,
                 advance(claim.state, response_event(unknown.code)),
@@ -128,25 +137,38 @@ class Poller:
             self._store.note(claim.claim_code, f"openIMIS status code {unknown.code}: {unknown.message}"[:2000])
             return True
         except ResponseMismatch as mismatch:
-            metrics.STATUS_NOT_APPLIED.labels(kind="unreadable").inc()
             log.warning("poll_unreadable_response", claim_code=claim.claim_code, error=str(mismatch)[:200])
-            self._store.note(claim.claim_code, f"unreadable ClaimResponse: {mismatch}"[:2000])
+            if self._store.note(claim.claim_code, f"unreadable ClaimResponse: {mismatch}"[:2000]):
+                metrics.STATUS_NOT_APPLIED.labels(kind="unreadable").inc()
             return False
         event = response_event(normalized.openimis_status)
         verdict = judge_response(claim.state, event)
         if verdict == "same":
             return False
         if verdict == "backward":
-            metrics.STATUS_NOT_APPLIED.labels(kind="backward").inc()
             text = f"openIMIS reports {normalized.iclm_status} after {claim.state.value}: recorded, not applied"
-            log.warning(
-                "poll_backward_status", claim_code=claim.claim_code, old=claim.state.value, new=normalized.iclm_status
-            )
-            self._store.note(claim.claim_code, text)
+            if self._store.note(claim.claim_code, text):  # counted once, not at every poll
+                metrics.STATUS_NOT_APPLIED.labels(kind="backward").inc()
+                log.warning(
+                    "poll_backward_status",
+                    claim_code=claim.claim_code,
+                    old=claim.state.value,
+                    new=normalized.iclm_status,
+                )
             return False
         new_state = advance(claim.state, event)
         self._pub.reply(ReplyMessage(claim.draft, normalized, None))
         self._pub.flush()
-        self._store.set_state(claim.claim_code, new_state, openimis_claim_uuid=normalized.claim_uuid)
+        remaining = self._store.set_state(
+            claim.claim_code,
+            new_state,
+            openimis_claim_uuid=normalized.claim_uuid,
+            rejected=rejected_lines(normalized),
+        )
+        if remaining is not None:  # openIMIS rejected lines flagged for withdrawal: done
+            text = "openIMIS rejected the lines to withdraw" if not remaining else "some lines still to withdraw"
+            notice = WithdrawalNotice(claim.claim_code, "rejected_by_openimis", text, self._now(), remaining)
+            self._pub.withdrawal(notice)
+            self._pub.flush()
         log.info("claim_status_changed", claim_code=claim.claim_code, old=claim.state.value, new=new_state.value)
         return True

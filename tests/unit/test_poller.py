@@ -51,12 +51,23 @@ class World:
     def open_claims(self) -> list[OpenClaim]:
         return list(self.claims.values())
 
-    def set_state(self, code: str, state: State, *, openimis_claim_uuid: str | None, reason: str | None = None) -> None:
+    def set_state(
+        self,
+        code: str,
+        state: State,
+        *,
+        openimis_claim_uuid: str | None,
+        reason: str | None = None,
+        rejected: tuple[str, ...] | None = None,
+    ) -> tuple[str, ...] | None:
         self.claims[code] = replace(self.claims[code], state=state)
         self.reasons[code] = reason
+        return None
 
-    def note(self, code: str, text: str) -> None:
+    def note(self, code: str, text: str) -> bool:
+        new = self.notes.get(code) != text
         self.notes[code] = text
+        return new
 
     def get_claim_response(self, code: str) -> dict[str, Any]:
         self.asked.append(code)
@@ -75,6 +86,7 @@ class World:
     def reply(self, message: ReplyMessage) -> None:
         self.replies.append(message)
 
+    def withdrawal(self, notice: Any) -> None: ...
     def held(self, key: str, payload: Any) -> None: ...
     def audit(self, key: str, bundle: Any) -> None: ...
     def flush(self) -> None: ...
