@@ -6,6 +6,7 @@ the small protocols of :mod:`cdc_claims.pipeline.ports`.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -128,16 +129,17 @@ class ConsumerLookups:
 
 @dataclass
 class LedgerOpenClaims:
-    """``OpenClaimStore`` for the poller, over the ledger."""
+    """``OpenClaimStore`` for the poller, over the claim history (every claim sent: originals,
+    supplements, replacements) and the unit ledger rows of the originals."""
 
     ledger: Ledger
 
     def open_claims(self) -> Sequence[OpenClaim]:
-        claims = []
-        for entry in self.ledger.list_by_state(OPEN_STATES):
-            if entry.claim_code and entry.draft_json:
-                claims.append(OpenClaim(entry.claim_code, entry.state, decode_draft(entry.draft_json)))
-        return claims
+        return [
+            OpenClaim(record.claim_code, record.state, decode_draft(record.draft_json))
+            for record in self.ledger.open_claims(OPEN_STATES)
+            if record.draft_json
+        ]
 
     def report_held(self) -> None:
         """``cdc_claims_held_claims{reason}``: held and failed ledger rows, as billing staff see them
@@ -147,19 +149,49 @@ class LedgerOpenClaims:
             metrics.CLAIMS_HELD_CURRENT.labels(reason=reason).set(counts.get(reason, 0))
 
     def set_state(
-        self, claim_code: str, state: State, *, openimis_claim_uuid: str | None, reason: str | None = None
-    ) -> None:
-        entry = self.ledger.get_by_code(claim_code)
-        if entry is not None:
-            changed = replace(entry, state=state, openimis_claim_uuid=openimis_claim_uuid or entry.openimis_claim_uuid)
+        self,
+        claim_code: str,
+        state: State,
+        *,
+        openimis_claim_uuid: str | None,
+        reason: str | None = None,
+        rejected: tuple[str, ...] | None = None,
+    ) -> tuple[str, ...] | None:
+        """Move the claim on; returns its remaining withdrawal lines when openIMIS's rejection of
+        some of them settled those (None when nothing changed there)."""
+        remaining: tuple[str, ...] | None = None
+        record = self.ledger.claim(claim_code)
+        if record is not None:
+            changed = replace(
+                record, state=state, openimis_claim_uuid=openimis_claim_uuid or record.openimis_claim_uuid
+            )
             if reason is not None:
                 changed = replace(changed, reason=reason)
-            self.ledger.upsert(changed)
+            if rejected is not None:
+                changed = replace(changed, rejected_lines=rejected)
+                pending = json.loads(record.withdrawal) if record.withdrawal else {}
+                settled = {line for line in pending if line in rejected}
+                if settled and "*" not in pending:
+                    left = {k: v for k, v in pending.items() if k not in settled}
+                    changed = replace(changed, withdrawal=json.dumps(left, sort_keys=True) if left else None)
+                    remaining = tuple(sorted(left))
+            self.ledger.upsert_claim(changed)
+        entry = self.ledger.get_by_code(claim_code)  # the unit row of an original claim
+        if entry is not None:
+            unit = replace(entry, state=state, openimis_claim_uuid=openimis_claim_uuid or entry.openimis_claim_uuid)
+            self.ledger.upsert(replace(unit, reason=reason) if reason is not None else unit)
+        return remaining
 
-    def note(self, claim_code: str, text: str) -> None:
+    def note(self, claim_code: str, text: str) -> bool:
+        record = self.ledger.claim(claim_code)
+        if record is not None and record.last_error == text:
+            return False
+        if record is not None:
+            self.ledger.upsert_claim(replace(record, last_error=text))
         entry = self.ledger.get_by_code(claim_code)
         if entry is not None and entry.last_error != text:
             self.ledger.upsert(replace(entry, last_error=text))
+        return True
 
 
 # ---------------------------------------------------------------------- construction
@@ -210,7 +242,7 @@ def build_service(
         normalize=normalize,
         publisher=publisher,
         ledger=ledger,
-        resubmit_on_change=settings.resubmit_on_change,
+        supplements=settings.supplements,
         owner=owner_id(),
         lease_seconds=settings.lease_seconds,
         holder_dead=holder_dead,

@@ -76,8 +76,10 @@ class OpenHimSettings(BaseModel):
 
 class SettleSettings(BaseModel):
     mode: Literal["encounter", "visit"] = "encounter"
-    #: Quiet period after the last committed change before an encounter is claimed.
-    settle_seconds: float = Field(default=10.0, ge=0)
+    #: Quiet period after the last committed change before an encounter is claimed. Five
+    #: minutes: most OPD edit sessions end as one claim, later additions become supplements
+    #: (docs/corrections.md weighs latency against corrections).
+    settle_seconds: float = Field(default=300.0, ge=0)
     #: Visit mode: claim an open visit after this long without changes (0 = only at close).
     visit_idle_seconds: float = Field(default=0.0, ge=0)
 
@@ -94,9 +96,10 @@ class Settings(BaseSettings):
     metrics_port: int = 9464
     #: Poll openIMIS for later status changes of open claims every this many seconds.
     poll_seconds: float = 60.0
-    #: An encounter changed after its claim reached openIMIS: send a new revision (code
-    #: suffix ``-R<n>``) instead of only reporting it as ``changed_after_submit``.
-    resubmit_on_change: bool = False
+    #: An encounter changed after its claim reached openIMIS: send the lines added since in a
+    #: supplementary claim ``<code>-S<n>`` (False: only report them, ``changed_after_submit``).
+    #: Removed lines are never re-sent either way: they are flagged for withdrawal.
+    supplements: bool = True
     #: Claims assembled and submitted at the same time (each waits ~0.2 s on openIMIS).
     submit_concurrency: int = Field(default=4, ge=1, le=32)
     #: Longest pause between two tries of a unit that failed for a cause time or a person can

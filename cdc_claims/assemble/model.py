@@ -95,6 +95,9 @@ class BillableLine:
     drug_uuid: str | None = None
     order_type_uuid: str | None = None
     care_setting: str | None = None  # OUTPATIENT / INPATIENT
+    #: the line's identity across edits: the first order of its revision chain (a Bahmni edit of
+    #: a drug's quantity REVISEs the order: a new order uuid, the same line). Empty: ``source_uuid``.
+    line_id: str = ""
     #: (source name, term code) of the concept's reference maps, for mapping rules keyed by a term
     #: instead of a concept uuid; only the sources the mapping names are read.
     concept_codes: tuple[tuple[str, str], ...] = ()
@@ -137,10 +140,16 @@ class ClaimLine:
     source_uuid: str  # back-link to the order / obs / derived line
     concept_id: int
     kind: LineKind
+    line_id: str = ""  # identity across edits (first order of a revision chain); empty = source_uuid
 
     @property
     def total(self) -> Decimal:
         return self.quantity * self.unit_price
+
+    @property
+    def identity(self) -> str:
+        """What stays the same when a clinician edits this line (see :attr:`BillableLine.line_id`)."""
+        return self.line_id or self.source_uuid
 
 
 @dataclass(frozen=True)
@@ -177,6 +186,12 @@ class ClaimDraft:
     encounter_id: int | None = None
     visit_type_id: int | None = None
     content_hash: str = field(default="", compare=False)
+    #: a supplement or replacement: the claim it adds to or replaces (FHIR ``Claim.related``)
+    related_code: str | None = None
+    #: FHIR related-claim-relationship: ``associated`` (a supplement), ``prior`` (a replacement)
+    relationship: Literal["associated", "prior"] | None = None
+    #: free text for the payer's reviewer (openIMIS stores it in ``tblClaim.Explanation``)
+    explanation: str | None = None
 
     @property
     def total(self) -> Decimal:

@@ -154,7 +154,7 @@ SELECT c.concept_id, c.uuid, t.code,
 ACTIVE_ORDERS = """
 SELECT o.order_id, o.uuid, o.encounter_id, o.order_type_id, ot.uuid AS order_type_uuid,
        o.concept_id, c.uuid AS concept_uuid, o.date_activated, cs.care_setting_type,
-       dor.quantity, d.drug_id, d.uuid AS drug_uuid
+       dor.quantity, d.drug_id, d.uuid AS drug_uuid, o.previous_order_id
   FROM orders o
   JOIN order_type ot ON ot.order_type_id = o.order_type_id
   JOIN concept c ON c.concept_id = o.concept_id
@@ -165,6 +165,10 @@ SELECT o.order_id, o.uuid, o.encounter_id, o.order_type_id, ot.uuid AS order_typ
    AND NOT EXISTS (SELECT 1 FROM orders ch WHERE ch.previous_order_id = o.order_id AND ch.voided = 0)
  ORDER BY o.encounter_id, o.order_id
 """
+
+# One step up revision chains (REVISE rows point at the order they replace): repeated until every
+# active order's first order is known, so a line keeps its identity across edits.
+ORDER_PARENTS = "SELECT order_id, uuid, previous_order_id FROM orders WHERE order_id IN ({ids})"
 
 PROCEDURE_OBS = """
 SELECT o.obs_id, o.uuid, o.encounter_id, o.value_coded, c.uuid AS concept_uuid, o.obs_datetime

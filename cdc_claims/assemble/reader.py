@@ -476,18 +476,45 @@ class OpenMrsReader:
                 out[cid] = (str(r["uuid"]), code or None)
         return out
 
+    @staticmethod
+    def _chain_roots(cur: pymysql.cursors.DictCursor, orders: Sequence[Row]) -> dict[int, str]:
+        """order_id -> uuid of the first order of its revision chain (for revised orders only)."""
+        pending = {int(r["order_id"]): int(r["previous_order_id"]) for r in orders if r["previous_order_id"]}
+        roots: dict[int, str] = {}
+        for _depth in range(50):  # chains are a few edits long; a cycle must not loop forever
+            if not pending:
+                break
+            parents = sorted(set(pending.values()))
+            found = {
+                int(r["order_id"]): r for r in _all(cur, q.ORDER_PARENTS.format(ids=q.in_list(len(parents))), parents)
+            }
+            step: dict[int, int] = {}
+            for order_id, parent_id in pending.items():
+                parent = found.get(parent_id)
+                if parent is None:
+                    continue  # the parent is gone: the order is its own root
+                if parent["previous_order_id"]:
+                    step[order_id] = int(parent["previous_order_id"])
+                else:
+                    roots[order_id] = str(parent["uuid"])
+            pending = step
+        return roots
+
     def _lines(
         self, cur: pymysql.cursors.DictCursor, meta: _Meta, enc_uuids: dict[int, str]
     ) -> tuple[BillableLine, ...]:
         ids = list(enc_uuids)
         raw: list[dict[str, Any]] = []
-        for r in _all(cur, q.ACTIVE_ORDERS.format(ids=q.in_list(len(ids))), ids):
+        orders = _all(cur, q.ACTIVE_ORDERS.format(ids=q.in_list(len(ids))), ids)
+        roots = self._chain_roots(cur, orders)
+        for r in orders:
             kind = meta.order_kinds.get(int(r["order_type_id"]))
             if kind is None:
                 continue
             qty = r["quantity"]
             raw.append(
                 {
+                    "line_id": roots.get(int(r["order_id"]), str(r["uuid"])),
                     "kind": kind,
                     "source_uuid": str(r["uuid"]),
                     "encounter_uuid": enc_uuids[int(r["encounter_id"])],

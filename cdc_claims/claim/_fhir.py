@@ -33,6 +33,10 @@ IDENTIFIER_SYSTEM = IG + "CodeSystem/openimis-identifiers"
 VISIT_TYPE_SYSTEM = IG + "CodeSystem/claim-visit-type"
 DIAGNOSIS_SYSTEM = IG + "CodeSystem/diagnosis-ICD10-level1"
 ITEM_REFERENCE_URL = IG + "StructureDefinition/claim-item-reference"
+#: FHIR R4 ``Claim.related.relationship`` (``prior``: a claim this one replaces; ``associated``:
+#: a claim this one adds to) and openIMIS's supportingInfo categories
+RELATED_CLAIM_SYSTEM = "http://terminology.hl7.org/CodeSystem/ex-relatedclaimrelationship"
+SUPPORTING_INFO_SYSTEM = IG + "CodeSystem/claim-supporting-info-category"
 
 #: openIMIS identifier type codes. The claim code MUST be typed ``Code`` (CONTRACT pitfall 1:
 #: a configuration bug makes ``MR`` unusable in api_fhir_r4 1.7-1.10); ``SB`` is the CHF id.

@@ -32,6 +32,8 @@ from cdc_claims.claim._fhir import (
     IDENTIFIER_SYSTEM,
     ITEM_REFERENCE_URL,
     REFERENCE_TYPE,
+    RELATED_CLAIM_SYSTEM,
+    SUPPORTING_INFO_SYSTEM,
     VISIT_TYPE_SYSTEM,
     money,
     number,
@@ -100,6 +102,23 @@ def render_claim(draft: ClaimDraft, *, currency: str | None = None) -> dict[str,
         "total": money(draft.total, currency),
         "item": [_item(line, currency) for line in draft.lines],
     }
+    if draft.related_code:
+        # openIMIS 1.10 ignores Claim.related (docs/corrections.md); it is sent for the audit
+        # trail and for payers that read it. The explanation is what openIMIS's reviewer sees.
+        claim["related"] = [
+            {
+                "claim": {"identifier": _identifier(CLAIM_CODE_TYPE, draft.related_code)},
+                "relationship": {"coding": [{"system": RELATED_CLAIM_SYSTEM, "code": draft.relationship or "prior"}]},
+            }
+        ]
+    if draft.explanation:
+        claim["supportingInfo"] = [
+            {
+                "sequence": 1,
+                "category": {"coding": [{"system": SUPPORTING_INFO_SYSTEM, "code": "explanation"}]},
+                "valueString": draft.explanation,
+            }
+        ]
     validate_claim(claim)
     return claim
 

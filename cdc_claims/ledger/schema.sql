@@ -44,3 +44,41 @@ CREATE TABLE IF NOT EXISTS cdc_claims_ledger (
 -- without IF NOT EXISTS, see docs/runbook.md).
 ALTER TABLE cdc_claims_ledger ADD COLUMN IF NOT EXISTS lease_owner VARCHAR(128) NULL;
 ALTER TABLE cdc_claims_ledger ADD COLUMN IF NOT EXISTS lease_until DATETIME(6) NULL;
+
+-- cdc_claims_claim: one row per claim sent to openIMIS (the original, each supplement, each
+-- replacement), linked to its encounter or visit. The poller follows every open one; the diff
+-- of a changed unit compares its content with all of them. ``withdrawal`` lists the lines of
+-- this claim that must be withdrawn in openIMIS (JSON: {line source uuid: {"quantity", "why"}},
+-- or {"*": ...} for the whole claim), until openIMIS rejects them or staff mark them handled.
+CREATE TABLE IF NOT EXISTS cdc_claims_claim (
+  claim_id             BIGINT       NOT NULL AUTO_INCREMENT,
+  claim_code           VARCHAR(64)  NOT NULL,
+  unit_kind            VARCHAR(16)  NOT NULL,
+  unit_uuid            CHAR(38)     NOT NULL,
+  kind                 VARCHAR(16)  NOT NULL,  -- original | supplement | replacement
+  seq                  INT          NOT NULL DEFAULT 0,
+  related_code         VARCHAR(64)  NULL,
+  state                VARCHAR(32)  NOT NULL,
+  content_hash         VARCHAR(128) NOT NULL DEFAULT '',
+  draft_json           MEDIUMTEXT   NULL,
+  openimis_claim_uuid  VARCHAR(64)  NULL,
+  reason               VARCHAR(64)  NULL,
+  detail               TEXT         NULL,
+  last_error           TEXT         NULL,
+  withdrawal           TEXT         NULL,
+  rejected_lines       TEXT         NULL,  -- source uuids of lines openIMIS rejected (comma-separated)
+  created_at           DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+  updated_at           DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+  PRIMARY KEY (claim_id),
+  UNIQUE KEY cdc_claims_claim_code (claim_code),
+  KEY cdc_claims_claim_unit (unit_kind, unit_uuid),
+  KEY cdc_claims_claim_state (state, updated_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci;
+
+-- Claims sent before the history existed: their ledger row is their original (idempotent).
+INSERT IGNORE INTO cdc_claims_claim (claim_code, unit_kind, unit_uuid, kind, seq, state, content_hash, draft_json,
+                                     openimis_claim_uuid)
+SELECT claim_code, unit_kind, unit_uuid, 'original', revision, state, content_hash, draft_json, openimis_claim_uuid
+  FROM cdc_claims_ledger
+ WHERE claim_code IS NOT NULL AND draft_json IS NOT NULL
+   AND state IN ('submitting', 'entered', 'checked', 'processed', 'valuated', 'rejected', 'unknown_status');

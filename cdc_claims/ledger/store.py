@@ -68,6 +68,92 @@ class LedgerEntry:
     updated_at: datetime | None = None
 
 
+CLAIMS_TABLE = "cdc_claims_claim"
+_CLAIM_COLUMNS = (
+    "claim_code",
+    "unit_kind",
+    "unit_uuid",
+    "kind",
+    "seq",
+    "related_code",
+    "state",
+    "content_hash",
+    "draft_json",
+    "openimis_claim_uuid",
+    "reason",
+    "detail",
+    "last_error",
+    "withdrawal",
+    "rejected_lines",
+)
+_CLAIM_SELECT = f"SELECT {', '.join(_CLAIM_COLUMNS)}, created_at, updated_at FROM {CLAIMS_TABLE}"  # noqa: S608
+
+
+@dataclass(frozen=True)
+class ClaimRecord:
+    """One claim sent to openIMIS for a unit: the original, a supplement or a replacement."""
+
+    claim_code: str
+    unit_kind: UnitKind
+    unit_uuid: str
+    kind: str  # original | supplement | replacement
+    state: State
+    seq: int = 0
+    related_code: str | None = None
+    content_hash: str = ""
+    draft_json: str | None = None
+    openimis_claim_uuid: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    last_error: str | None = None
+    withdrawal: str | None = None  # JSON {source uuid: {code, quantity, why}} or {"*": ...}
+    rejected_lines: tuple[str, ...] = ()  # source uuids of the lines openIMIS rejected
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def _row_to_claim(row: dict[str, Any]) -> ClaimRecord:
+    return ClaimRecord(
+        claim_code=row["claim_code"],
+        unit_kind=row["unit_kind"],
+        unit_uuid=row["unit_uuid"],
+        kind=row["kind"],
+        state=State(row["state"]),
+        seq=int(row["seq"]),
+        related_code=row["related_code"],
+        content_hash=row["content_hash"],
+        draft_json=row["draft_json"],
+        openimis_claim_uuid=row["openimis_claim_uuid"],
+        reason=row["reason"],
+        detail=row["detail"],
+        last_error=row["last_error"],
+        withdrawal=row["withdrawal"],
+        rejected_lines=tuple(u for u in (row["rejected_lines"] or "").split(",") if u),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _claim_values(record: ClaimRecord) -> tuple[Any, ...]:
+    return (
+        record.claim_code,
+        record.unit_kind,
+        record.unit_uuid,
+        record.kind,
+        record.seq,
+        record.related_code,
+        record.state.value,
+        record.content_hash,
+        record.draft_json,
+        record.openimis_claim_uuid,
+        record.reason,
+        record.detail,
+        record.last_error,
+        record.withdrawal,
+        ",".join(record.rejected_lines),
+    )
+
+
 def schema_sql() -> str:
     """The idempotent DDL of the ledger table (``cdc_claims/ledger/schema.sql``)."""
     return resources.files("cdc_claims.ledger").joinpath("schema.sql").read_text(encoding="utf-8")
@@ -221,6 +307,47 @@ class Ledger:
             sql += " AND unit_uuid = %s"
             args.append(unit_uuid)
         return self._many(sql + " ORDER BY updated_at, ledger_id", tuple(args))
+
+    # ------------------------------------------------------------------ claim history
+    def claims_of(self, unit_kind: UnitKind, unit_uuid: str) -> list[ClaimRecord]:
+        """Every claim sent for the unit, the original first."""
+        return self._claims(
+            f"{_CLAIM_SELECT} WHERE unit_kind = %s AND unit_uuid = %s ORDER BY kind <> 'original', seq, claim_id",
+            (unit_kind, unit_uuid),
+        )
+
+    def claim(self, claim_code: str) -> ClaimRecord | None:
+        found = self._claims(f"{_CLAIM_SELECT} WHERE claim_code = %s", (claim_code,))
+        return found[0] if found else None
+
+    def open_claims(self, states: Iterable[State]) -> list[ClaimRecord]:
+        wanted = [State(s).value for s in states]
+        marks = ", ".join(["%s"] * len(wanted))
+        return self._claims(f"{_CLAIM_SELECT} WHERE state IN ({marks}) ORDER BY updated_at, claim_id", tuple(wanted))
+
+    def upsert_claim(self, record: ClaimRecord) -> ClaimRecord:
+        """Insert or replace the history row of ``record.claim_code``."""
+        placeholders = ", ".join(["%s"] * len(_CLAIM_COLUMNS))
+        updates = ", ".join(f"{c} = VALUES({c})" for c in _CLAIM_COLUMNS[1:])
+        sql = (
+            f"INSERT INTO {CLAIMS_TABLE} ({', '.join(_CLAIM_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
+            f" ON DUPLICATE KEY UPDATE {updates}, updated_at = CURRENT_TIMESTAMP(6)"
+        )
+        try:
+            with transaction(self._connect) as cur:
+                cur.execute(sql, _claim_values(record))
+        except pymysql.MySQLError as err:
+            raise WriteBackError(f"claim history upsert {record.claim_code}: {err}") from err
+        return record
+
+    def _claims(self, sql: str, args: tuple[Any, ...]) -> list[ClaimRecord]:
+        try:
+            with transaction(self._connect) as cur:
+                cur.execute(sql, args)
+                rows = cur.fetchall()
+        except pymysql.MySQLError as err:
+            raise WriteBackError(f"claim history read: {err}") from err
+        return [_row_to_claim(r) for r in rows]
 
     def list_by_state(self, states: Iterable[State]) -> list[LedgerEntry]:
         """Rows in any of ``states``, oldest change first."""

@@ -221,6 +221,7 @@ def _lines(ctx: ClaimContext, mapping: ClaimMapping) -> tuple[ClaimLine, ...]:
                 source_uuid=line.source_uuid,
                 concept_id=line.concept_id,
                 kind=line.kind,
+                line_id=line.line_id if line.line_id != line.source_uuid else "",
             )
         )
     if missing:

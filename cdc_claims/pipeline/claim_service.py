@@ -16,6 +16,7 @@ content changed after a code reached openIMIS is never re-sent under that code.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from typing import Any, Literal
 
 from cdc_claims import metrics
 from cdc_claims.assemble.model import ClaimContext, ClaimDraft
+from cdc_claims.claim import corrections
 from cdc_claims.errors import (
     HELD_REASONS,
     ClaimRefused,
@@ -36,7 +38,7 @@ from cdc_claims.errors import (
     WriteBackError,
 )
 from cdc_claims.failpoints import failpoint
-from cdc_claims.ledger.store import LedgerEntry
+from cdc_claims.ledger.store import ClaimRecord, LedgerEntry
 from cdc_claims.lifecycle import SUBMITTED_STATES, Event, State, advance, response_event
 from cdc_claims.log import get_logger
 from cdc_claims.pipeline.ports import ClaimApi, DraftBuilder, LedgerPort, Publisher, Reader, Renderer, UnitRef
@@ -62,6 +64,7 @@ Outcome = Literal[
     "unchanged",
     "changed_after_submit",
     "withdrawal_needed",
+    "supplemented",
     "unknown_status",
 ]
 
@@ -88,7 +91,7 @@ class ClaimService:
         normalize: Normalizer,
         publisher: Publisher,
         ledger: LedgerPort,
-        resubmit_on_change: bool = False,
+        supplements: bool = True,
         owner: str = "cdc-claims",
         lease_seconds: float = 300.0,
         holder_dead: Callable[[str], bool] = lambda _holder: False,
@@ -102,7 +105,7 @@ class ClaimService:
         self._normalize = normalize
         self._pub = publisher
         self._ledger = ledger
-        self._resubmit = resubmit_on_change
+        self._supplements = supplements
         self._today = today
         self._now = now
         self._owner = owner
@@ -187,10 +190,7 @@ class ClaimService:
                 bound.debug("claim_unchanged", claim_code=draft.code, state=state.value)
                 return UnitResult(unit, "unchanged", draft.code, status=state.value)
             if not same:
-                if not self._resubmit:
-                    return self._changed_after_submit(unit, ctx, entry, draft)
-                draft = self._build(ctx, created=self._today(), revision=revision + 1)
-                state = State.SETTLED  # a new code: a new claim (resubmit_on_change)
+                return self._changed_after_submit(unit, ctx, entry, draft)
         elif state is not State.SUBMITTING:
             state = advance(state, Event.SETTLE)  # held, failed, cancelled... re-enter here
         metrics.CLAIMS_BUILT.labels(unit=ctx.unit_kind).inc()
@@ -260,7 +260,14 @@ class ClaimService:
         # The audit Bundle (Claim as sent + Patient, Encounter, ...) is off the writer's critical path.
         self._pub.audit(draft.code, self._render.audit_bundle(ctx, draft, claim))
         new_state = advance(State.SUBMITTING, response_event(normalized.openimis_status))
-        self._record(ctx, draft, new_state, attempts=attempts, openimis_claim_uuid=normalized.claim_uuid)
+        self._record(
+            ctx,
+            draft,
+            new_state,
+            attempts=attempts,
+            openimis_claim_uuid=normalized.claim_uuid,
+            rejected=rejected_lines(normalized),
+        )
         self._pub.flush()
         _count_response(normalized)
         log.info(
@@ -380,27 +387,191 @@ class ClaimService:
             f"claim {code} is in openIMIS ({entry.state.value}) but {ctx.unit_kind} {ctx.unit_uuid} was voided"
             f" in OpenMRS: withdraw the claim in openIMIS. {held.detail}"
         )[:2000]
-        self._pub.withdrawal(WithdrawalNotice(code, reason, detail, self._now()))
+        for record in self._history(ctx, entry):
+            if record.state not in SUBMITTED_STATES or _whole_claim(record):
+                continue
+            self._pub.withdrawal(WithdrawalNotice(record.claim_code, reason, detail, self._now(), whole_claim=True))
+            whole = {"*": {"code": "*", "quantity": "all", "why": "voided"}}
+            self._ledger.upsert_claim(replace(record, withdrawal=json.dumps(whole)))
+            metrics.WITHDRAWALS_NEEDED.labels(reason=reason).inc()
         self._pub.held(code, _held_payload(ctx, code, reason, detail, "withdrawal"))
         self._pub.flush()
         self._ledger.upsert(replace(entry, reason=reason, detail=detail))
-        metrics.WITHDRAWALS_NEEDED.labels(reason=reason).inc()
         log.warning("claim_withdrawal_needed", claim_code=code, unit_uuid=ctx.unit_uuid, reason=reason)
         return UnitResult(unit, "withdrawal_needed", code, reason=reason, status=entry.state.value)
 
-    def _changed_after_submit(self, unit: UnitRef, ctx: ClaimContext, entry: Any, draft: ClaimDraft) -> UnitResult:
-        detail = (
-            f"claim {entry.claim_code} is already in openIMIS; the encounter changed since "
-            "(set resubmit_on_change to send a new revision)"
-        )
-        self._pub.held(entry.claim_code, _held_payload(ctx, entry.claim_code, "changed_after_submit", detail, "notice"))
+    def _changed_after_submit(
+        self, unit: UnitRef, ctx: ClaimContext, entry: LedgerEntry, draft: ClaimDraft
+    ) -> UnitResult:
+        """The unit changed after its claim reached openIMIS: send only the difference.
+
+        See :mod:`cdc_claims.claim.corrections`: a supplement for what was added, a withdrawal
+        flag for what was removed, a replacement for rejected lines that were corrected, and a
+        notice for a change of diagnoses only. Never a line billed twice."""
+        history = self._history(ctx, entry)
+        for record in history:  # a follow-up whose POST is in doubt goes first (same code)
+            if record.state is State.SUBMITTING and record.kind != "original" and record.draft_json:
+                self._send_follow_up(unit, ctx, record, decode_draft(record.draft_json))
+        history = self._history(ctx, entry)
+        sent = [_sent(r) for r in history if r.draft_json and r.state in SUBMITTED_STATES]
+        change = corrections.diff(draft, sent)
+        notes: list[str] = []
+        outcome: Outcome = "changed_after_submit"
+        code = entry.claim_code or draft.code
+        if change.supplement:
+            lines = ", ".join(f"{ln.code} x{ln.quantity.normalize():f}" for ln in change.supplement)
+            if self._supplements:
+                seq = 1 + max((r.seq for r in history if r.kind == "supplement"), default=0)
+                follow = corrections.follow_up(
+                    draft,
+                    change.supplement,
+                    kind="supplement",
+                    original_code=code,
+                    related_code=code,
+                    seq=seq,
+                    created=self._today(),
+                )
+                record = _follow_up_record(ctx, follow, "supplement", seq)
+                self._send_follow_up(unit, ctx, record, follow)
+                notes.append(f"supplement {follow.code} sent for lines added after submission: {lines}")
+                outcome = "supplemented"
+            else:
+                notes.append(f"lines added after submission, not sent (supplements are off): {lines}")
+                metrics.CLAIMS_HELD.labels(reason="changed_after_submit").inc()
+        for rejected_code, lines_ in change.replacement.items():
+            seq = 1 + max((r.seq for r in history if r.kind == "replacement"), default=0)
+            follow = corrections.follow_up(
+                draft,
+                lines_,
+                kind="replacement",
+                original_code=code,
+                related_code=rejected_code,
+                seq=seq,
+                created=self._today(),
+            )
+            self._send_follow_up(unit, ctx, _follow_up_record(ctx, follow, "replacement", seq), follow)
+            notes.append(f"replacement {follow.code} sent for corrected lines openIMIS had rejected in {rejected_code}")
+            outcome = "supplemented"
+        if self._flag_withdrawals(ctx, history, change.withdrawals):
+            notes.append("withdraw in openIMIS: " + corrections.describe(change.withdrawals))
+            outcome = "withdrawal_needed" if outcome == "changed_after_submit" else outcome
+        if change.diagnoses_changed and not change.supplement:
+            notes.append("diagnoses changed after submission: openIMIS keeps the submitted ones (docs/corrections.md)")
+        detail = ("; ".join(notes) or "changed after submission; nothing billable changed")[:2000]
+        reason = _change_reason(change, self._supplements)
+        self._pub.held(code, {**_held_payload(ctx, code, reason, detail, "notice"), "lines": _lines_payload(change)})
         self._pub.flush()
-        if entry.reason != "changed_after_submit":
-            # visible on the ledger row too (and so to rerun-held --reason changed_after_submit)
-            self._ledger.upsert(replace(entry, reason="changed_after_submit", detail=detail))
-        metrics.CLAIMS_HELD.labels(reason="changed_after_submit").inc()
-        log.warning("claim_changed_after_submit", claim_code=entry.claim_code, unit_uuid=ctx.unit_uuid)
-        return UnitResult(unit, "changed_after_submit", entry.claim_code, reason="changed_after_submit")
+        self._ledger.upsert(replace(entry, content_hash=draft.content_hash, reason=reason, detail=detail))
+        log.warning("claim_changed_after_submit", claim_code=code, unit_uuid=ctx.unit_uuid, reason=reason)
+        return UnitResult(unit, outcome, code, reason=reason, status=entry.state.value)
+
+    def _history(self, ctx: ClaimContext, entry: LedgerEntry) -> list[ClaimRecord]:
+        """The unit's claims; a unit claimed before the history existed has its ledger row."""
+        history = self._ledger.claims_of(ctx.unit_kind, ctx.unit_uuid)
+        if entry.claim_code and entry.draft_json and not any(r.claim_code == entry.claim_code for r in history):
+            original = ClaimRecord(
+                claim_code=entry.claim_code,
+                unit_kind=ctx.unit_kind,
+                unit_uuid=ctx.unit_uuid,
+                kind="original",
+                state=entry.state,
+                seq=entry.revision,
+                content_hash=entry.content_hash,
+                draft_json=entry.draft_json,
+                openimis_claim_uuid=entry.openimis_claim_uuid,
+            )
+            history = [self._ledger.upsert_claim(original), *history]
+        return history
+
+    def _flag_withdrawals(
+        self, ctx: ClaimContext, history: list[ClaimRecord], withdrawals: tuple[corrections.Withdrawal, ...]
+    ) -> bool:
+        """Record, per claim, the complete set of its lines to withdraw; publish what changed."""
+        wanted = corrections.withdrawal_map(withdrawals)
+        changed = False
+        for record in history:
+            if record.state not in SUBMITTED_STATES or _whole_claim(record):
+                continue
+            lines = wanted.get(record.claim_code, {})
+            stored = json.loads(record.withdrawal) if record.withdrawal else {}
+            if lines == stored:
+                continue
+            changed = changed or bool(lines)
+            self._ledger.upsert_claim(replace(record, withdrawal=json.dumps(lines, sort_keys=True) if lines else None))
+            detail = corrections.describe(w for w in withdrawals if w.claim_code == record.claim_code)
+            self._pub.withdrawal(
+                WithdrawalNotice(
+                    record.claim_code,
+                    "changed_after_submit",
+                    detail or "withdrawal no longer needed",
+                    self._now(),
+                    source_uuids=tuple(sorted(lines)),
+                )
+            )
+            for _line in set(lines) - set(stored):
+                metrics.WITHDRAWALS_NEEDED.labels(reason="changed_after_submit").inc()
+        return changed
+
+    def _send_follow_up(self, unit: UnitRef, ctx: ClaimContext, record: ClaimRecord, draft: ClaimDraft) -> None:
+        """POST a supplement or replacement with the same write-ahead rules as the original."""
+        try:
+            claim = self._render.claim(draft)
+        except ClaimRenderError as invalid:
+            self._ledger.upsert_claim(
+                replace(record, state=State.FAILED, reason="invalid_claim", detail=str(invalid)[:2000])
+            )
+            return
+        self._ledger.upsert_claim(replace(record, state=State.SUBMITTING, draft_json=encode_draft(draft)))
+        started = time.monotonic()
+        try:
+            metrics.CLAIMS_SUBMITTED.inc()
+            response = self._api.submit_claim(claim)
+        except DuplicateClaimCode:
+            response = self._api.get_claim_response(draft.code)
+        except ClaimRefused as refused:
+            self._ledger.upsert_claim(
+                replace(record, state=State.FAILED, reason="refused_by_openimis", detail=refused.message[:2000])
+            )
+            self._pub.held(draft.code, _held_payload(ctx, draft.code, "refused_by_openimis", refused.message, "failed"))
+            self._pub.flush()
+            metrics.CLAIMS_HELD.labels(reason="refused_by_openimis").inc()
+            return
+        submit_seconds = time.monotonic() - started
+        try:
+            normalized = self._normalize(response, draft, received_at=self._now())
+        except UnknownClaimStatus as unknown:
+            self._ledger.upsert_claim(
+                replace(
+                    record,
+                    state=State.UNKNOWN_STATUS,
+                    reason="unknown_status",
+                    detail=unknown.message[:2000],
+                    openimis_claim_uuid=unknown.claim_uuid,
+                )
+            )
+            return
+        except ResponseMismatch as mismatch:
+            self._ledger.upsert_claim(
+                replace(record, state=State.FAILED, reason="unreadable_response", detail=str(mismatch)[:2000])
+            )
+            return
+        timings = Timings(unit.captured_ms, submit_seconds, int(time.time() * 1000))
+        self._pub.reply(ReplyMessage(draft, normalized, unit.source_committed_ms, timings))
+        self._pub.flush()
+        self._pub.audit(draft.code, self._render.audit_bundle(ctx, draft, claim))
+        state = advance(State.SUBMITTING, response_event(normalized.openimis_status))
+        self._ledger.upsert_claim(
+            replace(
+                record,
+                state=state,
+                openimis_claim_uuid=normalized.claim_uuid,
+                rejected_lines=rejected_lines(normalized),
+                draft_json=encode_draft(draft),
+            )
+        )
+        self._pub.flush()
+        _count_response(normalized)
+        log.info("follow_up_submitted", claim_code=draft.code, kind=record.kind, lines=len(draft.lines))
 
     def _record(
         self,
@@ -412,7 +583,25 @@ class ClaimService:
         reason: str | None = None,
         detail: str | None = None,
         openimis_claim_uuid: str | None = None,
+        rejected: tuple[str, ...] = (),
     ) -> None:
+        if state in SUBMITTED_STATES or state is State.FAILED:
+            self._ledger.upsert_claim(
+                ClaimRecord(
+                    claim_code=draft.code,
+                    unit_kind=ctx.unit_kind,
+                    unit_uuid=ctx.unit_uuid,
+                    kind="original",
+                    state=state,
+                    seq=_revision_of(draft.code),
+                    content_hash=draft.content_hash,
+                    draft_json=encode_draft(draft),
+                    openimis_claim_uuid=openimis_claim_uuid,
+                    reason=reason,
+                    detail=detail,
+                    rejected_lines=rejected,
+                )
+            )
         self._ledger.upsert(
             LedgerEntry(
                 unit_kind=ctx.unit_kind,
@@ -431,6 +620,72 @@ class ClaimService:
                 draft_json=encode_draft(draft),
             )
         )
+
+
+def rejected_lines(normalized: NormalizedResponse) -> tuple[str, ...]:
+    """Source uuids of the lines openIMIS rejected (all of them when the claim was rejected)."""
+    return tuple(sorted(line.source_uuid for line in normalized.lines if line.status == "REJECTED"))
+
+
+def _sent(record: ClaimRecord) -> corrections.SentClaim:
+    return corrections.SentClaim(
+        code=record.claim_code,
+        kind=record.kind,  # type: ignore[arg-type]
+        seq=record.seq,
+        draft=decode_draft(record.draft_json or ""),
+        rejected=frozenset(record.rejected_lines),
+        whole_claim_rejected=record.state is State.REJECTED,
+    )
+
+
+def _whole_claim(record: ClaimRecord) -> bool:
+    """Already flagged for withdrawal as a whole (its encounter was voided)."""
+    return bool(record.withdrawal and '"*"' in record.withdrawal)
+
+
+def _follow_up_record(ctx: ClaimContext, draft: ClaimDraft, kind: str, seq: int) -> ClaimRecord:
+    return ClaimRecord(
+        claim_code=draft.code,
+        unit_kind=ctx.unit_kind,
+        unit_uuid=ctx.unit_uuid,
+        kind=kind,
+        state=State.SUBMITTING,
+        seq=seq,
+        related_code=draft.related_code,
+        content_hash=draft.content_hash,
+        draft_json=encode_draft(draft),
+    )
+
+
+def _change_reason(change: corrections.Diff, supplements: bool) -> str:
+    if change.withdrawals:
+        return "withdrawal_needed"
+    if change.supplement and not supplements:
+        return "changed_after_submit"
+    if change.supplement or change.replacement:
+        return "supplemented"
+    if change.diagnoses_changed:
+        return "diagnosis_changed_after_submit"
+    return "changed_after_submit"
+
+
+def _lines_payload(change: corrections.Diff) -> dict[str, Any]:
+    return {
+        "added": [
+            {"code": ln.code, "quantity": str(ln.quantity), "source_uuid": ln.source_uuid} for ln in change.supplement
+        ],
+        "withdraw": [
+            {
+                "claim_code": w.claim_code,
+                "code": w.code,
+                "quantity": str(w.quantity),
+                "why": w.why,
+                "source_uuid": w.source_uuid,
+            }
+            for w in change.withdrawals
+        ],
+        "still_rejected": [{"code": ln.code, "source_uuid": ln.source_uuid} for ln in change.still_rejected],
+    }
 
 
 def _in_doubt_and_changed(entry: LedgerEntry, draft: ClaimDraft | None) -> bool:

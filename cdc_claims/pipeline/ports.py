@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any, Literal, Protocol
 
 from cdc_claims.assemble.model import ClaimContext, ClaimDraft, UnitKind
-from cdc_claims.ledger.store import LedgerEntry
+from cdc_claims.ledger.store import ClaimRecord, LedgerEntry
 from cdc_claims.reply.model import ReplyMessage, WithdrawalNotice
 
 JsonDict = dict[str, Any]
@@ -72,3 +72,5 @@ class LedgerPort(Protocol):
         self, unit_kind: UnitKind, unit_uuid: str, owner: str, seconds: float, *, steal_from: str | None = None
     ) -> str | None: ...
     def release_lease(self, unit_kind: UnitKind, unit_uuid: str, owner: str) -> None: ...
+    def claims_of(self, unit_kind: UnitKind, unit_uuid: str) -> list[ClaimRecord]: ...
+    def upsert_claim(self, record: ClaimRecord) -> ClaimRecord: ...

@@ -84,14 +84,16 @@ class WithdrawalNotice:
     """A claim openIMIS holds (or lines of it) that must be withdrawn there by billing staff.
 
     Sent on the reply topic under the claim code, so it is ordered after the claim's replies and
-    the writer flags the same ``iclm_claim`` rows. ``source_uuids`` empty = the whole claim.
+    the writer flags the same ``iclm_claim`` rows: the whole claim, or exactly ``source_uuids``
+    among its lines (a line no longer listed loses its flag: the clinician put it back).
     """
 
     claim_code: str
     reason: str  # a HELD_REASONS key, e.g. voided_after_submit
     detail: str  # billing-staff text; uuids only, never names
     at: datetime
-    source_uuids: tuple[str, ...] = ()
+    source_uuids: tuple[str, ...] = ()  # every line of this claim to withdraw now (others: none)
+    whole_claim: bool = False  # the whole claim (its encounter was voided)
     schema: str = WITHDRAWAL_SCHEMA
 
 

@@ -127,45 +127,62 @@ class IclmWriter:
         log.info("iclm_written", claim_code=claim.code, status=resp.iclm_status)
 
     def apply_withdrawal(self, notice: WithdrawalNotice) -> bool:
-        """Flag the claim (or its lines) as "withdrawal needed"; False if the claim has no rows yet.
+        """Flag what must be withdrawn in openIMIS; False if the claim has no rows yet.
 
-        Idempotent: the flag is written once; a re-applied notice finds it and changes nothing."""
+        The notice is the complete picture for its claim: the whole claim (``whole_claim``), or
+        exactly ``source_uuids`` among its lines; lines no longer listed lose their flag, and a
+        notice listing nothing clears every flag of the claim (openIMIS rejected those lines, or
+        the clinician put them back). Idempotent: re-applying it changes nothing."""
         flag = f"{WITHDRAWAL_FLAG}: {notice.detail}"[:4000]
+        like = f"{WITHDRAWAL_FLAG}%"
+        code = notice.claim_code
         try:
             with transaction(self._connect) as cur:
                 user = self._user(cur)
                 now = _naive_utc(datetime.now(UTC))
                 cur.execute(
-                    "SELECT iclm_claim_id FROM iclm_claim WHERE uuid = %s FOR UPDATE",
-                    (row_uuid("claim", notice.claim_code),),
+                    "SELECT iclm_claim_id FROM iclm_claim WHERE uuid = %s FOR UPDATE", (row_uuid("claim", code),)
                 )
                 row = cur.fetchone()
                 if row is None:
                     return False
-                if notice.source_uuids:
-                    for source_uuid in notice.source_uuids:
-                        cur.execute(
-                            "UPDATE iclm_claim_item SET explanation = %s, changed_by = %s, date_changed = %s"
-                            " WHERE uuid = %s AND (explanation IS NULL OR explanation NOT LIKE %s)",
-                            (
-                                flag,
-                                user,
-                                now,
-                                row_uuid("claim_item", notice.claim_code, source_uuid),
-                                f"{WITHDRAWAL_FLAG}%",
-                            ),
-                        )
-                else:
+                claim_id = int(row["iclm_claim_id"])
+                flagged = [row_uuid("claim_item", code, u) for u in notice.source_uuids]
+                if flagged:
+                    marks = ", ".join(["%s"] * len(flagged))
+                    cur.execute(
+                        "UPDATE iclm_claim_item SET explanation = %s, changed_by = %s, date_changed = %s"  # noqa: S608
+                        f" WHERE claim = %s AND uuid IN ({marks}) AND (explanation IS NULL OR explanation <> %s)",
+                        (flag, user, now, claim_id, *flagged, flag),
+                    )
+                    cur.execute(
+                        "UPDATE iclm_claim_item SET explanation = NULL, changed_by = %s, date_changed = %s"  # noqa: S608
+                        f" WHERE claim = %s AND explanation LIKE %s AND uuid NOT IN ({marks})",
+                        (user, now, claim_id, like, *flagged),
+                    )
+                elif not notice.whole_claim:
+                    cur.execute(
+                        "UPDATE iclm_claim_item SET explanation = NULL, changed_by = %s, date_changed = %s"
+                        " WHERE claim = %s AND explanation LIKE %s",
+                        (user, now, claim_id, like),
+                    )
+                if notice.whole_claim or flagged:
                     cur.execute(
                         "UPDATE iclm_claim SET explanation = %s, changed_by = %s, date_changed = %s"
-                        " WHERE iclm_claim_id = %s AND (explanation IS NULL OR explanation NOT LIKE %s)",
-                        (flag, user, now, int(row["iclm_claim_id"]), f"{WITHDRAWAL_FLAG}%"),
+                        " WHERE iclm_claim_id = %s AND (explanation IS NULL OR explanation <> %s)",
+                        (flag, user, now, claim_id, flag),
+                    )
+                else:
+                    cur.execute(
+                        "UPDATE iclm_claim SET explanation = NULL, changed_by = %s, date_changed = %s"
+                        " WHERE iclm_claim_id = %s AND explanation LIKE %s",
+                        (user, now, claim_id, like),
                     )
         except (pymysql.IntegrityError, pymysql.DataError, pymysql.ProgrammingError) as err:
-            raise WriteBackRefused(f"iclm withdrawal flag of claim {notice.claim_code}: {err}") from err
+            raise WriteBackRefused(f"iclm withdrawal flag of claim {code}: {err}") from err
         except pymysql.MySQLError as err:
-            raise WriteBackError(f"iclm withdrawal flag of claim {notice.claim_code}: {err}") from err
-        log.info("iclm_withdrawal_flagged", claim_code=notice.claim_code, lines=len(notice.source_uuids))
+            raise WriteBackError(f"iclm withdrawal flag of claim {code}: {err}") from err
+        log.info("iclm_withdrawal_flagged", claim_code=code, lines=len(notice.source_uuids), whole=notice.whole_claim)
         return True
 
     # ------------------------------------------------------------------ first sight
@@ -407,25 +424,32 @@ class IclmWriter:
 
 
 def encounter_billing_state(conn: Connection, encounter_uuid: str) -> BillingState | None:
-    """The billing flag of an encounter, from its latest non-voided ``iclm_claim`` (§7.5 point 3).
+    """The billing flag of an encounter over all its non-voided ``iclm_claim`` rows (the original
+    and any supplement or replacement, §7.5 point 3).
 
-    ``reimbursed``: VALUATED, or PROCESSED with an approved total > 0; ``denied``: REJECTED;
-    ``pending``: any other status; ``None``: no claim for this encounter. Reads in the caller's
-    transaction on ``conn`` (under REPEATABLE READ, commit first to see newer writes).
+    ``pending``: any claim not decided yet (ENTERED, CHECKED, PROCESSED with nothing approved);
+    ``denied``: every claim REJECTED; ``reimbursed``: decided, and at least one paid;
+    ``None``: no claim for this encounter. Reads in the caller's transaction on ``conn``
+    (under REPEATABLE READ, commit first to see newer writes).
     """
     with conn.cursor(DictCursor) as cur:
         cur.execute(
             "SELECT c.status, c.approved_total FROM iclm_claim c JOIN encounter e ON e.encounter_id = c.encounter"
-            " WHERE e.uuid = %s AND c.voided = 0 ORDER BY c.date_created DESC, c.iclm_claim_id DESC LIMIT 1",
+            " WHERE e.uuid = %s AND c.voided = 0 ORDER BY c.date_created, c.iclm_claim_id",
             (encounter_uuid,),
         )
-        row = cur.fetchone()
-    if row is None:
+        found = cur.fetchall()
+    if not found:
         return None
-    status = str(row["status"])
-    approved = row["approved_total"]
-    if status == "VALUATED" or (status == "PROCESSED" and approved is not None and Decimal(approved) > 0):
+    states = [_billing_state(str(r["status"]), r["approved_total"]) for r in found]
+    if "pending" in states:
+        return "pending"
+    return "reimbursed" if "reimbursed" in states else "denied"
+
+
+def _billing_state(status: str, approved: object) -> BillingState:
+    """One claim: VALUATED, or PROCESSED with an approved total > 0, is paid; PROCESSED with
+    nothing approved yet waits for valuation (relative pricing); REJECTED is denied."""
+    if status == "VALUATED" or (status == "PROCESSED" and approved is not None and Decimal(str(approved)) > 0):
         return "reimbursed"
-    if status == "REJECTED":
-        return "denied"
-    return "pending"
+    return "denied" if status == "REJECTED" else "pending"

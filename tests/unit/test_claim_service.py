@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -27,7 +28,7 @@ from cdc_claims.errors import (
     TransientSubmitError,
     UnknownClaimStatus,
 )
-from cdc_claims.ledger.store import LedgerEntry
+from cdc_claims.ledger.store import ClaimRecord, LedgerEntry
 from cdc_claims.lifecycle import State
 from cdc_claims.pipeline.claim_service import ClaimService
 from cdc_claims.pipeline.ports import UnitRef
@@ -80,6 +81,9 @@ class World:
     withdrawals: list[WithdrawalNotice] = field(default_factory=list)
     in_openimis: set[str] = field(default_factory=set)
     leases: dict[tuple[str, str], str] = field(default_factory=dict)
+    claims: dict[str, ClaimRecord] = field(default_factory=dict)
+    lines: tuple[ClaimLine, ...] | None = None  # the encounter's lines now (default: the consultation)
+    rejected: tuple[str, ...] = ()  # source uuids openIMIS rejects
     status: int = 4
 
     # ports -------------------------------------------------------------------------------
@@ -89,7 +93,10 @@ class World:
     def build(self, ctx: ClaimContext, *, created: date, revision: int) -> ClaimDraft:
         if self.held_reason:
             raise NotClaimable(self.held_reason, "detail")
-        return _draft(ctx, revision, self.content)
+        draft = _draft(ctx, revision, self.content)
+        if self.lines is not None:
+            draft = replace(draft, lines=self.lines, content_hash=self.content + str(self.lines))
+        return draft
 
     def claim(self, draft: ClaimDraft) -> dict[str, Any]:
         return {"resourceType": "Claim", "code": draft.code}
@@ -116,10 +123,17 @@ class World:
     def normalize(self, response: dict[str, Any], draft: ClaimDraft, *, received_at: datetime) -> NormalizedResponse:
         if self.status not in (1, 2, 4, 8, 16):
             raise UnknownClaimStatus(f"status {self.status}", code=self.status, claim_uuid="uuid-x")
-        line = LineOutcome("line-1", "A1", "service", "PASSED", 0, "ACCEPTED", Decimal(1), Decimal(400))
+        outcomes = tuple(
+            LineOutcome(
+                ln.source_uuid, ln.code, ln.category,
+                "REJECTED" if ln.source_uuid in self.rejected else "PASSED",
+                2 if ln.source_uuid in self.rejected else 0, "x", ln.quantity, ln.unit_price,
+            )
+            for ln in draft.lines
+        )  # fmt: skip
         iclm = {1: "REJECTED", 2: "ENTERED", 4: "CHECKED", 8: "PROCESSED", 16: "VALUATED"}[self.status]
         return NormalizedResponse(
-            draft.code, "uuid-x", self.status, iclm, "partial", Decimal(400), Decimal(400), None, (line,), received_at
+            draft.code, "uuid-x", self.status, iclm, "partial", Decimal(400), Decimal(400), None, outcomes, received_at
         )  # type: ignore[arg-type]
 
     def reply(self, message: ReplyMessage) -> None:
@@ -158,6 +172,14 @@ class World:
     def release_lease(self, unit_kind: str, unit_uuid: str, owner: str) -> None:
         if self.leases.get((unit_kind, unit_uuid)) == owner:
             del self.leases[(unit_kind, unit_uuid)]
+
+    def claims_of(self, unit_kind: str, unit_uuid: str) -> list[ClaimRecord]:
+        found = [c for c in self.claims.values() if (c.unit_kind, c.unit_uuid) == (unit_kind, unit_uuid)]
+        return sorted(found, key=lambda c: (c.kind != "original", c.seq))
+
+    def upsert_claim(self, record: ClaimRecord) -> ClaimRecord:
+        self.claims[record.claim_code] = record
+        return record
 
 
 class _Pub:
@@ -217,23 +239,88 @@ def test_crash_after_post_before_reply_recovers_without_duplicate() -> None:
     assert w.ledger[("encounter", "enc-1")].state is State.CHECKED
 
 
-def test_content_changed_after_submit_is_not_resent_under_the_same_code() -> None:
-    w = World()
+def _line(uuid: str, code: str, qty: int, price: int = 35, *, identity: str = "") -> ClaimLine:
+    return ClaimLine(1, "item", code, code, Decimal(qty), Decimal(price), uuid, 9, "drug", line_id=identity)
+
+
+CONSULT = ClaimLine(1, "service", "A1", "A1", Decimal(1), Decimal(400), "line-1", 5, "consultation")
+
+
+def test_a_line_added_after_submit_goes_out_alone_in_a_supplement() -> None:
+    w = World(lines=(CONSULT,))
     service(w).process(UNIT)
+    w.lines = (CONSULT, _line("lab-1", "I125", 1, 650))
     w.content = "h2"
     result = service(w).process(UNIT)
-    assert result.outcome == "changed_after_submit"
-    assert len(w.posts) == 1
-    assert w.held[-1]["reason"] == "changed_after_submit"
+    assert result.outcome == "supplemented"
+    assert [p["code"] for p in w.posts] == ["RAHOS001-enc-1", "RAHOS001-enc-1-S1"]
+    supplement = w.claims["RAHOS001-enc-1-S1"]
+    assert (supplement.kind, supplement.related_code, supplement.state) == (
+        "supplement",
+        "RAHOS001-enc-1",
+        State.CHECKED,
+    )
+    assert [r.claim.code for r in w.replies] == ["RAHOS001-enc-1", "RAHOS001-enc-1-S1"]
+    assert [ln.code for ln in w.replies[1].claim.lines] == ["I125"]  # never the consultation again
+    row = w.ledger[("encounter", "enc-1")]
+    assert row.claim_code == "RAHOS001-enc-1" and row.reason == "supplemented" and "I125" in (row.detail or "")
+    assert service(w).process(UNIT).outcome == "unchanged"  # a replay sends nothing more
 
 
-def test_content_changed_after_submit_with_resubmit_gets_a_new_revision_code() -> None:
-    w = World()
-    service(w, resubmit_on_change=True).process(UNIT)
+def test_a_line_removed_after_submit_is_flagged_for_withdrawal_never_resent() -> None:
+    w = World(lines=(CONSULT, _line("drug-1", "0171", 10)))
+    service(w).process(UNIT)
+    w.lines = (CONSULT,)
     w.content = "h2"
-    result = service(w, resubmit_on_change=True).process(UNIT)
-    assert result.outcome == "submitted"
-    assert [p["code"] for p in w.posts] == ["RAHOS001-enc-1", "RAHOS001-enc-1-R1"]
+    result = service(w).process(UNIT)
+    assert result.outcome == "withdrawal_needed"
+    assert len(w.posts) == 1
+    assert [(n.claim_code, n.source_uuids) for n in w.withdrawals] == [("RAHOS001-enc-1", ("drug-1",))]
+    flagged = json.loads(w.claims["RAHOS001-enc-1"].withdrawal or "{}")
+    assert flagged == {"drug-1": {"code": "0171", "quantity": "10", "why": "removed"}}
+    assert "0171 x10 (removed)" in (w.ledger[("encounter", "enc-1")].detail or "")
+    w.lines = (CONSULT, _line("drug-1", "0171", 10))  # the clinician puts it back
+    w.content = "h3"
+    service(w).process(UNIT)
+    assert w.withdrawals[-1].source_uuids == () and w.claims["RAHOS001-enc-1"].withdrawal is None
+    assert len(w.posts) == 1
+
+
+def test_a_quantity_raised_by_a_revised_order_sends_only_the_difference() -> None:
+    w = World(lines=(CONSULT, _line("drug-1", "0171", 10)))
+    service(w).process(UNIT)
+    w.lines = (CONSULT, _line("drug-1b", "0171", 14, identity="drug-1"))  # Bahmni REVISE: new order uuid
+    w.content = "h2"
+    service(w).process(UNIT)
+    assert [(ln.code, ln.quantity) for ln in w.replies[-1].claim.lines] == [("0171", Decimal(4))]
+    assert not w.withdrawals
+
+
+def test_supplements_off_reports_the_added_lines_without_sending() -> None:
+    w = World(lines=(CONSULT,))
+    service(w, supplements=False).process(UNIT)
+    w.lines = (CONSULT, _line("lab-1", "I125", 1, 650))
+    w.content = "h2"
+    result = service(w, supplements=False).process(UNIT)
+    assert result.outcome == "changed_after_submit" and len(w.posts) == 1
+    assert w.held[-1]["reason"] == "changed_after_submit" and w.held[-1]["lines"]["added"][0]["code"] == "I125"
+    assert w.ledger[("encounter", "enc-1")].reason == "changed_after_submit"
+
+
+def test_a_rejected_line_is_replaced_only_once_it_was_corrected() -> None:
+    w = World(lines=(CONSULT, _line("drug-1", "0171", 10, 999)), rejected=("drug-1",))
+    service(w).process(UNIT)
+    w.rejected = ()
+    w.content = "h2"  # touched, but the drug line is the same as when it was rejected
+    service(w).process(UNIT)
+    assert len(w.posts) == 1
+    w.lines = (CONSULT, _line("drug-1", "0171", 10, 35))  # the price fixed in the mapping
+    w.content = "h3"
+    service(w).process(UNIT)
+    assert [p["code"] for p in w.posts][-1] == "RAHOS001-enc-1-R1"
+    replacement = w.claims["RAHOS001-enc-1-R1"]
+    assert replacement.kind == "replacement" and replacement.related_code == "RAHOS001-enc-1"
+    assert [ln.code for ln in w.replies[-1].claim.lines] == ["0171"]  # never the accepted consultation
 
 
 @pytest.mark.parametrize(

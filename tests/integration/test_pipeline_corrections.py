@@ -1,0 +1,205 @@
+"""Edits after the claim reached openIMIS, on the real stack (issue 7): only the difference travels.
+
+Each test saves a consultation, waits for its claim in openIMIS, edits the encounter the way Bahmni
+does (a later Save into the same encounter), and then checks openIMIS itself: across the
+encounter's live claims (the original and any supplement) every code is claimed exactly as often
+as Bahmni now says, or, for a removed line, flagged for withdrawal on the claim that holds it;
+plus one iclm_claim per openIMIS claim and one history row per claim sent."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from conftest import CaptureStack
+from pipeline_support import (
+    CHEST_PA,
+    DIABETES_II,
+    HYPERTHYROIDISM,
+    INSUREES,
+    METFORMIN,
+    NIFEDIPINE,
+    THYROID_FUNCTION,
+    claim_code_of,
+    ledger,
+    rows,
+    wait_for,
+)
+
+from cdc_claims.devstack.bahmni import BahmniSim, Drug, Dx, EncounterRef
+from cdc_claims.devstack.mariadb import MariaDB
+from cdc_claims.devstack.openimis import OpenImis
+from cdc_claims.devstack.sidecar import Sidecar
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ["pipeline_support"]
+
+
+@pytest.fixture(scope="module")
+def sidecar(full_stack: CaptureStack) -> Iterator[Sidecar]:
+    running = Sidecar(full_stack.stack, settle_seconds=0, metrics_base_port=19524)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def sim(full_stack: CaptureStack) -> BahmniSim:
+    db = full_stack.mariadb
+    return BahmniSim(lambda: db.connect("cdc_admin"))
+
+
+def in_openimis(openimis: OpenImis, encounter_uuid: str) -> Counter[str]:
+    """Quantity claimed per item/service code across every live claim of the encounter."""
+    prefix = claim_code_of(encounter_uuid).replace("'", "")
+    out = openimis.psql(
+        f'SELECT i."ItemCode", ci."QtyProvided" FROM "tblClaim" c JOIN "tblClaimItems" ci ON ci."ClaimID" = c."ClaimID"'
+        f' JOIN "tblItems" i ON i."ItemID" = ci."ItemID" WHERE c."ClaimCode" LIKE \'{prefix}%\''
+        ' AND c."ValidityTo" IS NULL AND ci."ValidityTo" IS NULL'
+        ' UNION ALL SELECT s."ServCode", cs."QtyProvided" FROM "tblClaim" c'
+        ' JOIN "tblClaimServices" cs ON cs."ClaimID" = c."ClaimID"'
+        ' JOIN "tblServices" s ON s."ServiceID" = cs."ServiceID"'
+        f' WHERE c."ClaimCode" LIKE \'{prefix}%\' AND c."ValidityTo" IS NULL AND cs."ValidityTo" IS NULL'
+    )
+    claimed: Counter[str] = Counter()
+    for line in out.strip().splitlines():
+        code, qty = line.split("|")
+        claimed[code] += int(Decimal(qty))
+    return claimed
+
+
+def openimis_codes(openimis: OpenImis, encounter_uuid: str) -> list[str]:
+    prefix = claim_code_of(encounter_uuid)
+    out = openimis.psql(
+        f'SELECT "ClaimCode" FROM "tblClaim" WHERE "ClaimCode" LIKE \'{prefix}%\' AND "ValidityTo" IS NULL'
+        ' ORDER BY "ClaimCode"'
+    )
+    return out.split()
+
+
+def history(db: MariaDB, unit_uuid: str) -> list[dict[str, object]]:
+    return rows(db, "SELECT * FROM cdc_claims_claim WHERE unit_uuid = %s ORDER BY kind <> 'original', seq", unit_uuid)
+
+
+def iclm_claims(db: MariaDB, encounter_id: int) -> list[dict[str, object]]:
+    return rows(db, "SELECT * FROM iclm_claim WHERE encounter = %s AND voided = 0 ORDER BY iclm_claim_id", encounter_id)
+
+
+def submitted(sim: BahmniSim, db: MariaDB, openimis: OpenImis, **kw: object) -> EncounterRef:
+    patient = sim.create_patient(INSUREES[2], gender="F")
+    enc = sim.save_consultation(sim.start_visit(patient), **kw)  # type: ignore[arg-type]
+    wait_for(
+        "the first claim in openIMIS and iclm",
+        lambda: openimis_codes(openimis, enc.uuid) and iclm_claims(db, enc.encounter_id),
+    )
+    wait_for("ledger checked", lambda: (ledger(db, enc.uuid) or {}).get("state") == "checked")
+    return enc
+
+
+def settled_reason(db: MariaDB, enc: EncounterRef, *reasons: str) -> dict[str, object]:
+    row = wait_for(
+        f"ledger reason in {reasons}", lambda: (r := ledger(db, enc.uuid)) is not None and r["reason"] in reasons and r
+    )
+    return row  # type: ignore[no-any-return]
+
+
+def test_a_test_added_after_submission_goes_out_in_a_supplement_with_only_that_line(
+    sidecar: Sidecar, sim: BahmniSim, full_stack: CaptureStack
+) -> None:
+    db, openimis = full_stack.mariadb, OpenImis(full_stack.stack)
+    enc = submitted(sim, db, openimis, diagnoses=[Dx(HYPERTHYROIDISM)], drugs=[Drug(NIFEDIPINE, 10)])
+    assert in_openimis(openimis, enc.uuid) == Counter({"A1": 1, "0171": 10})
+    sim.save_consultation(enc.visit, encounter=enc, labs=[THYROID_FUNCTION])
+
+    wait_for("supplement in openIMIS", lambda: len(openimis_codes(openimis, enc.uuid)) == 2)
+    code = claim_code_of(enc.uuid)
+    assert openimis_codes(openimis, enc.uuid) == [code, f"{code}-S1"]
+    assert in_openimis(openimis, enc.uuid) == Counter({"A1": 1, "0171": 10, "I125": 1})  # nothing twice
+    claims = wait_for(
+        "both iclm claims", lambda: len(iclm_claims(db, enc.encounter_id)) == 2 and iclm_claims(db, enc.encounter_id)
+    )
+    assert [c["claim_code"] for c in claims] == [code, f"{code}-S1"] and all(c["status"] == "CHECKED" for c in claims)
+    assert [(h["kind"], h["claim_code"], h["related_code"]) for h in history(db, enc.uuid)] == [
+        ("original", code, None),
+        ("supplement", f"{code}-S1", code),
+    ]
+    row = settled_reason(db, enc, "supplemented")
+    assert row["claim_code"] == code and "I125" in str(row["detail"])
+    explanation = openimis.psql(f'SELECT "Explanation" FROM "tblClaim" WHERE "ClaimCode" = \'{code}-S1\'')
+    assert f"Supplement to claim {code}" in explanation
+
+
+def test_a_drug_stopped_after_submission_is_flagged_for_withdrawal_never_billed_again(
+    sidecar: Sidecar, sim: BahmniSim, full_stack: CaptureStack
+) -> None:
+    db, openimis = full_stack.mariadb, OpenImis(full_stack.stack)
+    enc = submitted(
+        sim, db, openimis, diagnoses=[Dx(HYPERTHYROIDISM)], drugs=[Drug(NIFEDIPINE, 10), Drug(METFORMIN, 5)]
+    )
+    nifedipine = enc.orders[0]
+    sim.discontinue_order(nifedipine)
+
+    row = settled_reason(db, enc, "withdrawal_needed")
+    assert "0171 x10 (removed)" in str(row["detail"])
+    assert openimis_codes(openimis, enc.uuid) == [claim_code_of(enc.uuid)]  # nothing re-sent
+    flagged = wait_for(
+        "withdrawal flag on the iclm line",
+        lambda: rows(
+            db,
+            "SELECT ci.explanation FROM iclm_claim_item ci JOIN iclm_claim c ON c.iclm_claim_id = ci.claim"
+            " WHERE c.encounter = %s AND ci.explanation LIKE 'WITHDRAWAL NEEDED%%'",
+            enc.encounter_id,
+        ),
+    )
+    assert len(flagged) == 1 and "0171" in str(flagged[0]["explanation"])
+    original = history(db, enc.uuid)[0]
+    assert nifedipine.uuid in str(original["withdrawal"])
+
+
+def test_a_quantity_raised_after_submission_sends_only_the_extra_and_a_lowered_one_is_flagged(
+    sidecar: Sidecar, sim: BahmniSim, full_stack: CaptureStack
+) -> None:
+    db, openimis = full_stack.mariadb, OpenImis(full_stack.stack)
+    enc = submitted(sim, db, openimis, diagnoses=[Dx(HYPERTHYROIDISM)], drugs=[Drug(METFORMIN, 10)])
+    with sim.save(enc) as edit:  # Bahmni REVISEs the order: a new order uuid, the same line
+        revised = edit.revise_drug(enc.orders[0], 14)
+    wait_for("supplement", lambda: len(openimis_codes(openimis, enc.uuid)) == 2)
+    assert in_openimis(openimis, enc.uuid) == Counter({"A1": 1, "0158": 14})
+    with sim.save(enc) as edit:
+        edit.revise_drug(revised, 8)
+    row = settled_reason(db, enc, "withdrawal_needed")
+    assert "(removed)" in str(row["detail"]) or "(reduced)" in str(row["detail"])
+    assert len(openimis_codes(openimis, enc.uuid)) == 2  # the reduction sent nothing
+
+
+def test_a_diagnosis_change_alone_sends_no_claim_and_is_reported(
+    sidecar: Sidecar, sim: BahmniSim, full_stack: CaptureStack
+) -> None:
+    db, openimis = full_stack.mariadb, OpenImis(full_stack.stack)
+    enc = submitted(sim, db, openimis, diagnoses=[Dx(HYPERTHYROIDISM)], drugs=[Drug(NIFEDIPINE, 10)])
+    sim.save_consultation(enc.visit, encounter=enc, diagnoses=[Dx(DIABETES_II)])
+    row = settled_reason(db, enc, "diagnosis_changed_after_submit")
+    assert "diagnoses changed" in str(row["detail"])
+    assert openimis_codes(openimis, enc.uuid) == [claim_code_of(enc.uuid)]
+
+
+def test_with_supplements_off_an_added_line_is_reported_not_sent(
+    sim: BahmniSim, full_stack: CaptureStack, sidecar: Sidecar
+) -> None:
+    db, openimis = full_stack.mariadb, OpenImis(full_stack.stack)
+    sidecar.stop()
+    off = Sidecar(
+        full_stack.stack, settle_seconds=0, metrics_base_port=19534, extra_env={"CDC_CLAIMS_SUPPLEMENTS": "false"}
+    )
+    off.start()
+    try:
+        enc = submitted(sim, db, openimis, diagnoses=[Dx(HYPERTHYROIDISM)], drugs=[Drug(NIFEDIPINE, 10)])
+        sim.save_consultation(enc.visit, encounter=enc, radiology=[CHEST_PA])
+        row = settled_reason(db, enc, "changed_after_submit")
+        assert "I42" in str(row["detail"]) and "not sent" in str(row["detail"])
+        assert openimis_codes(openimis, enc.uuid) == [claim_code_of(enc.uuid)]
+    finally:
+        off.stop()
+        sidecar.start()
