@@ -3,6 +3,8 @@
     cdc-claims run consumer|writer|poller   long-running roles (what the Helm chart deploys)
     cdc-claims check-mapping                what the database uses that the mapping lacks
     cdc-claims rerun-held [--reason R]      re-run held/failed claims once the cause is fixed
+    cdc-claims resubmit --unit U [--force]  send corrected lines openIMIS rejected, as a replacement
+    cdc-claims withdrawal-handled --claim C withdrawals done in openIMIS by billing staff
     cdc-claims dev up|down|status|reset     the local stack (MariaDB, Kafka, Connect, openIMIS, openHIM emulator)
     cdc-claims demo                         a Bahmni Save -> claim in openIMIS -> row in iclm_* (local stack)
 
@@ -32,6 +34,17 @@ def _parser() -> argparse.ArgumentParser:
     rerun = sub.add_parser("rerun-held", help="re-run held or failed claims")
     rerun.add_argument("--reason", help="only claims held for this reason (see errors.HELD_REASONS)")
     rerun.add_argument("--unit", help="only this encounter/visit uuid")
+
+    resubmit = sub.add_parser("resubmit", help="re-send rejected lines that were corrected, as a replacement claim")
+    resubmit.add_argument("--unit", required=True, help="encounter/visit uuid")
+    resubmit.add_argument(
+        "--force", action="store_true", help="also lines that did not change (the cause was fixed in openIMIS)"
+    )
+
+    handled = sub.add_parser("withdrawal-handled", help="mark withdrawals of a claim as done in openIMIS")
+    handled.add_argument("--claim", required=True, help="claim code")
+    handled.add_argument("--line", action="append", help="only this line (source uuid; repeatable)")
+    handled.add_argument("--by", required=True, help="who handled it (kept with the claim)")
 
     dev = sub.add_parser("dev", help="local stack for development, tests and the demo")
     dev.add_argument("action", choices=["up", "down", "status", "reset"])
@@ -68,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return roles.check_mapping(settings)
         if args.command == "rerun-held":
             return roles.rerun_held(settings, reason=args.reason, unit_uuid=args.unit)
+        if args.command == "resubmit":
+            return roles.resubmit(settings, unit_uuid=args.unit, force=args.force)
+        if args.command == "withdrawal-handled":
+            return roles.withdrawal_handled(settings, claim_code=args.claim, lines=args.line, by=args.by)
     except ConfigError as err:
         print(f"cdc-claims: configuration error:\n{err}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from cdc_claims import metrics, observability
@@ -47,7 +47,7 @@ from cdc_claims.pipeline.poller import OpenClaim, Poller
 from cdc_claims.pipeline.ports import JsonDict, UnitRef
 from cdc_claims.pipeline.runner import Stopper, run_loop
 from cdc_claims.pipeline.writer_role import ReplyWriter
-from cdc_claims.reply.model import decode_draft
+from cdc_claims.reply.model import WithdrawalNotice, decode_draft
 from cdc_claims.reply.normalize import normalize
 from cdc_claims.settings import Settings
 from cdc_claims.submit.client import OpenImisClient
@@ -483,6 +483,65 @@ def rerun_held(settings: Settings, *, reason: str | None = None, unit_uuid: str 
     finally:
         client.close()
         publisher.close()
+
+
+def resubmit(settings: Settings, *, unit_uuid: str, force: bool = False) -> int:
+    """Send the corrected rejected lines of one unit as a replacement claim (never accepted ones)."""
+    mapping = load(settings)
+    publisher = KafkaPublisher(make_producer(settings.kafka, "cdc-claims-resubmit"), settings.kafka)
+    client = OpenImisClient(settings.openhim)
+    try:
+        service, _reader, ledger = build_service(settings, mapping, publisher, client)
+        entry = next((e for kind in ("encounter", "visit") if (e := ledger.get(kind, unit_uuid))), None)
+        if entry is None:
+            print(f"{unit_uuid}: no claim for this encounter or visit", flush=True)
+            return 1
+        unit_id = _unit_id(reader_factory(settings), entry.unit_kind, unit_uuid)
+        if unit_id is None:
+            print(f"{entry.unit_kind} {unit_uuid}: no longer in the database", flush=True)
+            return 1
+        result = service.process(UnitRef(entry.unit_kind, unit_id), resubmit=True, force=force)
+        print(f"{entry.unit_kind} {unit_uuid}: {result.outcome} ({result.reason or '-'})", flush=True)
+        for record in ledger.claims_of(entry.unit_kind, unit_uuid):
+            print(f"  {record.kind:<11} {record.claim_code}  {record.state.value}", flush=True)
+        return 0 if result.outcome not in ("held", "failed") else 1
+    finally:
+        client.close()
+        publisher.close()
+
+
+def withdrawal_handled(settings: Settings, *, claim_code: str, lines: Sequence[str] | None, by: str) -> int:
+    """Billing staff withdrew lines (or the claim) in openIMIS: clear the flags, keep who did it."""
+    ledger = Ledger(writer_connection_factory(settings.db))
+    record = ledger.claim(claim_code)
+    if record is None or not record.withdrawal:
+        print(f"{claim_code}: nothing to withdraw", flush=True)
+        return 1
+    pending: dict[str, Any] = json.loads(record.withdrawal)
+    done = set(lines or pending)
+    unknown = done - set(pending)
+    if unknown:
+        print(f"{claim_code}: not flagged for withdrawal: {', '.join(sorted(unknown))}", flush=True)
+        return 1
+    left = {k: v for k, v in pending.items() if k not in done}
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    note = f"withdrawal of {', '.join(sorted(done))} handled by {by} at {at}"
+    ledger.upsert_claim(
+        replace(record, withdrawal=json.dumps(left, sort_keys=True) if left else None, last_error=note[:2000])
+    )
+    publisher = KafkaPublisher(make_producer(settings.kafka, "cdc-claims-withdrawal"), settings.kafka)
+    try:
+        whole = "*" in left
+        publisher.withdrawal(
+            WithdrawalNotice(
+                claim_code, "handled", note, datetime.now(UTC), tuple(sorted(k for k in left if k != "*")), whole
+            )
+        )
+        publisher.flush()
+    finally:
+        publisher.close()
+    print(f"{claim_code}: {note}; {len(left)} still to withdraw", flush=True)
+    return 0
 
 
 def _unit_id(factory: Any, kind: str, uuid: str) -> int | None:

@@ -82,11 +82,13 @@ def _key(line: ClaimLine) -> LineKey:
 def diff(current: ClaimDraft, sent: Sequence[SentClaim], *, force: bool = False) -> Diff:
     """Compare ``current`` with every claim in ``sent`` (see the module docstring)."""
     accepted: dict[LineKey, list[tuple[SentClaim, ClaimLine]]] = defaultdict(list)
-    rejected: dict[LineKey, list[tuple[SentClaim, ClaimLine]]] = defaultdict(list)
+    rejected: dict[str, list[tuple[SentClaim, ClaimLine]]] = defaultdict(list)  # by identity: a fix may change the code
     for claim in sorted(sent, key=lambda c: (c.kind != "original", c.seq)):
         for line in claim.draft.lines:
-            was_rejected = claim.whole_claim_rejected or line.source_uuid in claim.rejected
-            (rejected if was_rejected else accepted)[_key(line)].append((claim, line))
+            if claim.whole_claim_rejected or line.source_uuid in claim.rejected:
+                rejected[line.identity].append((claim, line))
+            else:
+                accepted[_key(line)].append((claim, line))
 
     now: dict[LineKey, ClaimLine] = {}
     for line in current.lines:
@@ -101,7 +103,7 @@ def diff(current: ClaimDraft, sent: Sequence[SentClaim], *, force: bool = False)
         have = sum((ln.quantity for _c, ln in accepted.get(key, ())), Decimal(0))
         if line.quantity > have:
             extra = replace(line, quantity=line.quantity - have)
-            refused = rejected.get(key, [])
+            refused = rejected.get(line.identity, [])
             if not refused:
                 supplement.append(extra)
             elif force or not any(_same_content(ln, extra) for _c, ln in refused):
@@ -142,6 +144,7 @@ def _withdraw(
 
 
 def _same_content(a: ClaimLine, b: ClaimLine) -> bool:
+    """Nothing a fix would change: openIMIS would refuse it again."""
     return (a.code, a.unit_price, a.quantity, a.category) == (b.code, b.unit_price, b.quantity, b.category)
 
 

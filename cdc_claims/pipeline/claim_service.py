@@ -112,8 +112,13 @@ class ClaimService:
         self._lease_seconds = lease_seconds
         self._holder_dead = holder_dead
 
-    def process(self, unit: UnitRef) -> UnitResult:
+    def process(self, unit: UnitRef, *, resubmit: bool = False, force: bool = False) -> UnitResult:
         """Process one unit. Retriable errors propagate: the caller keeps the unit pending.
+
+        ``resubmit``: look at a submitted unit again even if it did not change (the mapping was
+        fixed: rejected lines whose claim would now differ go out as a replacement); ``force``:
+        also re-send rejected lines that did not change (their cause was fixed in openIMIS, such
+        as a renewed policy). Never an accepted line.
 
         The unit's ledger row is leased first (compare-and-set on owner and expiry), so two
         sidecars never work on one unit at once; the loser gets :class:`LeaseHeld` (retriable)
@@ -130,7 +135,7 @@ class ClaimService:
             metrics.LEASE_CONFLICTS.inc()
             raise LeaseHeld(f"{ctx.unit_kind} {ctx.unit_uuid} is being submitted by another sidecar")
         try:
-            return self._process(unit, ctx)
+            return self._process(unit, ctx, resubmit=resubmit or force, force=force)
         finally:
             try:
                 self._ledger.release_lease(ctx.unit_kind, ctx.unit_uuid, self._owner)
@@ -165,7 +170,7 @@ class ClaimService:
             )
         )
 
-    def _process(self, unit: UnitRef, ctx: ClaimContext) -> UnitResult:
+    def _process(self, unit: UnitRef, ctx: ClaimContext, *, resubmit: bool = False, force: bool = False) -> UnitResult:
         entry = self._ledger.get(ctx.unit_kind, ctx.unit_uuid)
         state = entry.state if entry is not None else State.DETECTED
         revision = entry.revision if entry is not None else 0
@@ -186,11 +191,11 @@ class ClaimService:
 
         if entry is not None and state in SUBMITTED_STATES:
             same = entry.content_hash == draft.content_hash and entry.claim_code == draft.code
-            if same and state is not State.SUBMITTING:
+            if same and state is not State.SUBMITTING and not resubmit:
                 bound.debug("claim_unchanged", claim_code=draft.code, state=state.value)
                 return UnitResult(unit, "unchanged", draft.code, status=state.value)
-            if not same:
-                return self._changed_after_submit(unit, ctx, entry, draft)
+            if not same or (resubmit and state is not State.SUBMITTING):
+                return self._changed_after_submit(unit, ctx, entry, draft, force=force)
         elif state is not State.SUBMITTING:
             state = advance(state, Event.SETTLE)  # held, failed, cancelled... re-enter here
         metrics.CLAIMS_BUILT.labels(unit=ctx.unit_kind).inc()
@@ -401,7 +406,7 @@ class ClaimService:
         return UnitResult(unit, "withdrawal_needed", code, reason=reason, status=entry.state.value)
 
     def _changed_after_submit(
-        self, unit: UnitRef, ctx: ClaimContext, entry: LedgerEntry, draft: ClaimDraft
+        self, unit: UnitRef, ctx: ClaimContext, entry: LedgerEntry, draft: ClaimDraft, *, force: bool = False
     ) -> UnitResult:
         """The unit changed after its claim reached openIMIS: send only the difference.
 
@@ -414,7 +419,7 @@ class ClaimService:
                 self._send_follow_up(unit, ctx, record, decode_draft(record.draft_json))
         history = self._history(ctx, entry)
         sent = [_sent(r) for r in history if r.draft_json and r.state in SUBMITTED_STATES]
-        change = corrections.diff(draft, sent)
+        change = corrections.diff(draft, sent, force=force)
         notes: list[str] = []
         outcome: Outcome = "changed_after_submit"
         code = entry.claim_code or draft.code

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import CaptureStack, running
 
 from cdc_claims.devstack.bahmni import BahmniSim, Drug, Dx, EncounterRef, VisitRef
 from cdc_claims.devstack.mariadb import MariaDB
 from cdc_claims.devstack.openhim_component import OpenHimEmulator
 from cdc_claims.devstack.openimis import OpenImis
+from cdc_claims.devstack.sidecar import DEMO_MAPPING, Sidecar
 
 HYPERTHYROIDISM = "de617543-4e14-11e4-8a57-0800271c1b75"  # -> openIMIS ICD A09 (demo mapping)
 NIFEDIPINE = "6f0242cf-1cf2-4c0d-a522-e8628f0cd988"  # -> item 0171 at 35
@@ -145,3 +151,14 @@ class Msg:
 
 def claim_code_of(unit_uuid: str) -> str:
     return "RAHOS001-" + unit_uuid.replace("-", "")
+
+
+def run_cli(sidecar: Sidecar, mapping: dict[str, Any], folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``cdc-claims <args>`` in a subprocess, configured like the running sidecar but with ``mapping``."""
+    path = folder / "mapping.yaml"
+    path.write_text(yaml.safe_dump(mapping))
+    (folder / "openimis_icd_codes.csv").write_text((DEMO_MAPPING.parent / "openimis_icd_codes.csv").read_text())
+    env = {**os.environ, **sidecar.env, "CDC_CLAIMS_MAPPING_FILE": str(path), "CDC_CLAIMS_METRICS_PORT": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "cdc_claims", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )

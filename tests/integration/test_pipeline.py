@@ -3,13 +3,9 @@ openIMIS -> reply topic -> iclm_* rows. Every assertion reads a real system of r
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -33,6 +29,7 @@ from pipeline_support import (
     ledger,
     openimis_claims,
     rows,
+    run_cli,
     wait_for,
     wait_ledger,
 )
@@ -65,17 +62,6 @@ def tail(full_stack: CaptureStack) -> Iterator[Tail]:
     reader = Tail(full_stack.bootstrap, [REPLIES, HELD, AUDIT, DLQ])
     yield reader
     reader.close()
-
-
-def run_cli(sidecar: Sidecar, mapping: dict[str, Any], folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``cdc-claims <args>`` in a subprocess, configured like the running sidecar but with ``mapping``."""
-    path = folder / "mapping.yaml"
-    path.write_text(yaml.safe_dump(mapping))
-    (folder / "openimis_icd_codes.csv").write_text((DEMO_MAPPING.parent / "openimis_icd_codes.csv").read_text())
-    env = {**os.environ, **sidecar.env, "CDC_CLAIMS_MAPPING_FILE": str(path), "CDC_CLAIMS_METRICS_PORT": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "cdc_claims", *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
 
 
 def test_a_saved_consultation_becomes_a_checked_claim_with_reply_audit_and_billing_rows(

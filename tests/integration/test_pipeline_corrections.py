@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+import yaml
 from conftest import CaptureStack
 from pipeline_support import (
     CHEST_PA,
@@ -25,13 +27,14 @@ from pipeline_support import (
     claim_code_of,
     ledger,
     rows,
+    run_cli,
     wait_for,
 )
 
 from cdc_claims.devstack.bahmni import BahmniSim, Drug, Dx, EncounterRef
 from cdc_claims.devstack.mariadb import MariaDB
 from cdc_claims.devstack.openimis import OpenImis
-from cdc_claims.devstack.sidecar import Sidecar
+from cdc_claims.devstack.sidecar import DEMO_MAPPING, Sidecar
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["pipeline_support"]
@@ -203,3 +206,75 @@ def test_with_supplements_off_an_added_line_is_reported_not_sent(
     finally:
         off.stop()
         sidecar.start()
+
+
+#: an openIMIS service the insuree's product does not cover: openIMIS rejects that line
+#: (reason 3), the rest of the claim passes (samples/case_partial_item_rejected.json)
+NOT_IN_PRODUCT = {"category": "service", "code": "G2", "price": 42000, "uuid": "639fd0f9-d860-487b-8ec0-c7be0d2e2b94"}
+
+
+def test_a_rejected_line_corrected_in_the_mapping_is_resubmitted_alone_as_a_replacement(
+    sim: BahmniSim, full_stack: CaptureStack, sidecar: Sidecar, tmp_path: Path
+) -> None:
+    db, openimis = full_stack.mariadb, OpenImis(full_stack.stack)
+    wrong = yaml.safe_load(DEMO_MAPPING.read_text())
+    wrong["concepts"][CHEST_PA] = NOT_IN_PRODUCT
+    folder = tmp_path / "wrong"
+    folder.mkdir()
+    (folder / "mapping.yaml").write_text(yaml.safe_dump(wrong))
+    (folder / "openimis_icd_codes.csv").write_text((DEMO_MAPPING.parent / "openimis_icd_codes.csv").read_text())
+    sidecar.stop()
+    bad = Sidecar(
+        full_stack.stack,
+        settle_seconds=0,
+        metrics_base_port=19544,
+        extra_env={"CDC_CLAIMS_MAPPING_FILE": str(folder / "mapping.yaml")},
+    )
+    bad.start()
+    try:
+        enc = submitted(sim, db, openimis, diagnoses=[Dx(HYPERTHYROIDISM)], radiology=[CHEST_PA])
+        code = claim_code_of(enc.uuid)
+        rejected = wait_for(
+            "the X-ray line rejected",
+            lambda: rows(db, "SELECT * FROM cdc_claims_claim WHERE claim_code = %s AND rejected_lines <> ''", code),
+        )
+        assert enc.orders[0].uuid in str(rejected[0]["rejected_lines"])
+
+        fixed = yaml.safe_load(DEMO_MAPPING.read_text())  # billing staff fix the mapping
+        out = run_cli(bad, fixed, tmp_path, "resubmit", "--unit", enc.uuid)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"replacement {code}-R1" in out.stdout
+
+        assert openimis_codes(openimis, enc.uuid) == [code, f"{code}-R1"]
+        replacement = openimis.psql(
+            'SELECT s."ServCode" FROM "tblClaim" c JOIN "tblClaimServices" cs ON cs."ClaimID" = c."ClaimID"'
+            ' JOIN "tblServices" s ON s."ServiceID" = cs."ServiceID"'
+            f' WHERE c."ClaimCode" = \'{code}-R1\' AND c."ValidityTo" IS NULL'
+        ).split()
+        assert replacement == ["I42"]  # only the corrected line, never the accepted consultation
+        wait_for("replacement in iclm", lambda: len(iclm_claims(db, enc.encounter_id)) == 2)
+        out = run_cli(bad, fixed, tmp_path, "resubmit", "--unit", enc.uuid)  # again: nothing more
+        assert out.returncode == 0 and openimis_codes(openimis, enc.uuid) == [code, f"{code}-R1"]
+    finally:
+        bad.stop()
+        sidecar.start()
+
+
+def test_a_withdrawal_marked_handled_clears_the_flags(
+    sidecar: Sidecar, sim: BahmniSim, full_stack: CaptureStack, tmp_path: Path
+) -> None:
+    db, openimis = full_stack.mariadb, OpenImis(full_stack.stack)
+    enc = submitted(sim, db, openimis, diagnoses=[Dx(HYPERTHYROIDISM)], drugs=[Drug(NIFEDIPINE, 10)])
+    sim.discontinue_order(enc.orders[0])
+    settled_reason(db, enc, "withdrawal_needed")
+    code = claim_code_of(enc.uuid)
+    flagged = "SELECT count(*) AS n FROM iclm_claim_item ci JOIN iclm_claim c ON c.iclm_claim_id = ci.claim"
+    flagged += " WHERE c.claim_code = %s AND ci.explanation LIKE 'WITHDRAWAL NEEDED%%'"
+    wait_for("line flagged", lambda: rows(db, flagged, code)[0]["n"] == 1)
+
+    out = run_cli(sidecar, yaml.safe_load(DEMO_MAPPING.read_text()), tmp_path, "withdrawal-handled", "--claim", code,
+                  "--by", "billing clerk 7")  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    wait_for("flag cleared", lambda: rows(db, flagged, code)[0]["n"] == 0)
+    row = history(db, enc.uuid)[0]
+    assert row["withdrawal"] is None and "handled by billing clerk 7" in str(row["last_error"])
