@@ -21,7 +21,14 @@ from cdc_claims.assemble.model import ClaimContext, ClaimDraft
 from cdc_claims.assemble.reader import OpenMrsReader, ReaderConfig
 from cdc_claims.claim import render_audit_bundle, render_claim
 from cdc_claims.db import ConnFactory, reader_connection_factory, writer_connection_factory
-from cdc_claims.errors import HELD_REASONS, CdcClaimsError, ConfigError, ConsumerStalled, SourceUnavailable
+from cdc_claims.errors import (
+    HELD_REASONS,
+    CdcClaimsError,
+    ConfigError,
+    ConsumerStalled,
+    KafkaUnavailable,
+    SourceUnavailable,
+)
 from cdc_claims.health import HEALTH
 from cdc_claims.ledger.store import Ledger
 from cdc_claims.lifecycle import NEEDS_ACTION_STATES, OPEN_STATES, State
@@ -359,14 +366,18 @@ def _consume_until_stalled(
     lag = LagReporter(raw)
 
     probe = GroupProbe(settings.kafka, settings.kafka.group_id)
+    standby = [False]
 
     def step() -> None:
         role.step()
-        report = lag.maybe_report()
-        stable = True
-        if report is not None and not consumer.assignment():
-            stable = probe.may_be_standby()
-        role.observe_lag(report, stable=stable)
+        try:
+            report = lag.maybe_report()
+        except KafkaUnavailable as err:  # the lag is a report: it never stops the consumer
+            log.warning("lag_report_failed", error=str(err)[:200])
+            report = None
+        if report is not None:  # every 10 s: is an unassigned consumer a standby, or stuck?
+            standby[0] = bool(consumer.assignment()) or probe.may_be_standby()
+        role.observe_lag(report, stable=standby[0])
         readiness.heartbeat.beat()
 
     try:
@@ -405,7 +416,10 @@ def _run_writer(settings: Settings, publisher: KafkaPublisher, stopper: Stopper,
 
     def step() -> None:
         writer.step()
-        lag.maybe_report()
+        try:
+            lag.maybe_report()
+        except KafkaUnavailable as err:
+            log.warning("lag_report_failed", error=str(err)[:200])
         readiness.heartbeat.beat()
 
     try:

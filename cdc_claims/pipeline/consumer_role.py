@@ -18,9 +18,11 @@ Failure policy, decided here for every unit (the error tree says which is which)
   ``failed`` / ``internal_error`` in the ledger, where ``rerun-held`` finds it;
 * a transaction that cannot be read (touch extraction fails) is dead-lettered with the reason.
 
-A rebalance finishes (or abandons) the units in flight and commits what is durable before
-partitions are given up, then forgets everything else: the next owner, or this consumer after
-it is reassigned, reads again from the committed offsets.
+A rebalance finishes (or abandons) the units in flight and commits what is durable right after
+the poll in which it happened (kafka-python runs listeners on its IO thread, where a commit
+cannot block), then forgets everything else: the next owner, or this consumer after it is
+reassigned, reads again from the committed offsets; the submit lease keeps two owners from
+POSTing one unit meanwhile.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ class ConsumerRole:
         self.stall = StallDetector(settings.kafka.stall_seconds, started=clock())
         self._assignment: list[Any] = []
         self._rebalanced = False
+        self._revoked = False
         # Units run on worker threads (each claim waits ~0.2 s on openIMIS); the settle tracker,
         # the offsets and Kafka stay on this thread.
         self._workers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="claim")
@@ -145,20 +148,32 @@ class ConsumerRole:
 
     # ------------------------------------------------------------------ rebalance
     def on_revoked(self, parts: list[Any]) -> None:
-        """Partitions are being taken away: finish what is in flight, commit, forget the rest."""
-        abandoned = self.drain(timeout=30.0)
-        if abandoned:
-            # still running: the lease keeps the next owner from POSTing them at the same time
-            log.warning("units_abandoned_at_rebalance", units=abandoned)
-        self._reset()
+        """Partitions are being taken away. kafka-python calls this on its IO thread, where no
+        blocking call (a commit) may run: only note it; :meth:`step` finishes the units in
+        flight, commits what is durable and forgets the rest right after the poll."""
+        self._revoked = True
 
     def on_assigned(self, parts: list[Any]) -> None:
         self._assignment = list(parts)
         self.stall.assigned(self._clock(), len(parts))
         self._rebalanced = True  # rewind to the committed offsets before reading on
 
+    def _after_rebalance(self) -> None:
+        """Finish (or abandon) the units in flight, commit what is durable, forget the rest and
+        rewind to the committed offsets. A unit still running keeps its submit lease, so the
+        next owner of the partitions waits for it instead of POSTing it a second time."""
+        if self._revoked:
+            self._revoked = False
+            abandoned = self.drain(timeout=30.0)
+            if abandoned:
+                log.warning("units_abandoned_at_rebalance", units=abandoned)
+            self._reset()
+        if self._rebalanced:
+            self._rebalanced = False
+            self._seek(self._consumer, self._assignment)
+
     def ready(self) -> bool | str:
-        """Readiness: assigned, and consuming (not stalled)."""
+        """Readiness: assigned and consuming (not stalled), or a standby of a stable group."""
         return self.stall.ready(self._clock())
 
     def observe_lag(self, report: LagReport | None, *, stable: bool = True) -> None:
@@ -175,12 +190,11 @@ class ConsumerRole:
     def step(self, timeout_ms: int = 200) -> None:
         batches = self._consumer.poll(timeout_ms=min(timeout_ms, 20) if self._inflight else timeout_ms)
         now = self._clock()
-        if self._rebalanced:
+        if self._revoked or self._rebalanced:
             # A rebalance happened inside that poll: what it returned may start past the commit
-            # (kafka-python keeps positions of partitions it keeps), but the role forgot those
+            # (kafka-python keeps positions of partitions it keeps), but the role forgets those
             # records. Drop the batch and rewind; they come again.
-            self._rebalanced = False
-            self._seek(self._consumer, self._assignment)
+            self._after_rebalance()
             return
         self._retry_deferred(now)
         for records in batches.values():

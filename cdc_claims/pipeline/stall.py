@@ -7,8 +7,8 @@ once in 25 starts, and on a fresh machine's first demo). A heartbeat that only s
 turns" reports such a consumer ready forever. This detector looks at what matters instead:
 
 * no assignment, for ``stall_seconds``, while the broker does not show a stable group in which
-  this member could be a standby: ``no_assignment`` (a standby of a rolling update is not
-  ready, and is only rebuilt if the group has lag for five times as long);
+  this member could be a standby: ``no_assignment`` (a standby of a rolling update is ready to
+  take over, and only rebuilt if the group has lag for five times as long);
 * lag on its own partitions and no record arriving, for ``stall_seconds``: ``no_progress``.
 
 Pure: the role feeds it assignments, membership, lag reports and record arrivals with its clock.
@@ -35,6 +35,7 @@ class StallDetector:
     _lag_since: float | None = None  # assigned partitions have had lag, with no record, since then
     _group_lag: bool = False
     _unstable_since: float | None = None
+    _standby: bool = False
 
     def __post_init__(self) -> None:
         self._unassigned_since = self.started
@@ -51,6 +52,8 @@ class StallDetector:
         self._lag_since = None
 
     def membership(self, now: float, stable: bool) -> None:
+        """``stable``: joined and not rebalancing; with no assignment, a standby of a stable group."""
+        self._standby = stable and self._unassigned_since is not None
         if stable:
             self._unstable_since = None
         elif self._unstable_since is None:
@@ -77,7 +80,9 @@ class StallDetector:
         return None
 
     def ready(self, now: float) -> bool | str:
+        """Assigned and consuming; or a standby in a stable group (a RollingUpdate's new pod must
+        become ready while the old one still holds the partitions, or the rollout never ends)."""
         if self._assigned_since is None:
-            return "no assignment"
+            return True if self._standby and self.stalled(now) is None else "no assignment"
         problem = self.stalled(now)
         return problem.replace("_", " ") if problem else True

@@ -305,14 +305,14 @@ def test_a_rebalance_finishes_in_flight_units_commits_and_rewinds() -> None:
     )
     consumer.queue = waiting.in_order()
     r.step()  # still inside its settle window
-    r.on_revoked([TP(TX_TOPIC, 0)])
-    assert [u.id for u in service.processed] == [5]
-    assert consumer.committed[(TX_TOPIC, 0)] == waiting.begin.offset  # the waiting Save is not committed
-    assert r.settle.pending_count == 0  # forgotten: it will be read again
+    r.on_revoked([TP(TX_TOPIC, 0)])  # on kafka-python's IO thread: nothing blocking here
     r.on_assigned([TP(TX_TOPIC, 0)])
     consumer.queue = waiting.in_order()  # what that poll returned is dropped and rewound
     r.step()
-    assert consumer.seeks and r.settle.pending_count == 0
+    assert [u.id for u in service.processed] == [5]
+    assert consumer.committed[(TX_TOPIC, 0)] == waiting.begin.offset  # the waiting Save is not committed
+    assert r.settle.pending_count == 0  # forgotten: it will be read again
+    assert consumer.seeks
     consumer.queue = waiting.in_order()  # read again from the commit
     r.step()
     clock.now += 11
@@ -331,14 +331,16 @@ def test_no_assignment_while_the_membership_is_not_stable_is_a_stall() -> None:
         r.observe_lag(None, stable=False)
 
 
-def test_a_stable_standby_with_no_partitions_is_not_ready_but_not_rebuilt_at_once() -> None:
-    """A rolling update: the new pod joined, the old one still owns the partitions."""
+def test_a_stable_standby_with_no_partitions_is_ready_and_not_rebuilt_at_once() -> None:
+    """A rolling update: the new pod joined, the old one still owns the partitions. The new pod
+    must be ready (or the rollout never ends); it takes over when the old one leaves."""
     r, _consumer, _service, _, clock = role()
     r.on_assigned([])
+    assert r.ready() == "no assignment"  # not known yet to be a standby
     for _ in range(4):
         clock.now += 61
         r.observe_lag({(TX_TOPIC, 0): (5, False)}, stable=True)
-    assert r.ready() == "no assignment"
+    assert r.ready() is True
     clock.now += 61  # five stall periods with group lag and still nothing: rebuild after all
     with pytest.raises(ConsumerStalled):
         r.observe_lag({(TX_TOPIC, 0): (5, False)}, stable=True)
