@@ -46,6 +46,7 @@ from cdc_claims.pipeline.kafka_io import (
     LagReporter,
     RebalanceListener,
     commit,
+    kafka_call,
     make_consumer,
     make_producer,
     seek_to_committed,
@@ -361,7 +362,12 @@ def _consume_until_stalled(
         seek_to_committed=seek_to_committed,
         concurrency=settings.submit_concurrency,
     )
-    raw.subscribe(topics=data_topics(settings), listener=RebalanceListener(role.on_revoked, role.on_assigned))
+    topics = data_topics(settings)
+    # Metadata first: a JoinGroup sent before the consumer knows the topics' partitions gets an
+    # empty assignment, and the rejoin that the metadata then triggers can hang in kafka-python
+    # (seen at start and after broker restarts); the stall detector is the net under this.
+    kafka_call("metadata", lambda: [raw.partitions_for_topic(topic) for topic in topics])
+    raw.subscribe(topics=topics, listener=RebalanceListener(role.on_revoked, role.on_assigned))
     readiness.check = role.ready
     lag = LagReporter(raw)
 

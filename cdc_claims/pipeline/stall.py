@@ -6,7 +6,8 @@ id was evicted), or assigned with a position that stops moving while records wai
 once in 25 starts, and on a fresh machine's first demo). A heartbeat that only says "the loop
 turns" reports such a consumer ready forever. This detector looks at what matters instead:
 
-* no assignment, for ``stall_seconds``, while the broker does not show a stable group in which
+* no assignment, for ``stall_seconds`` (30 s at most: a join takes seconds), while the broker
+  does not show a stable group in which
   this member could be a standby: ``no_assignment`` (a standby of a rolling update is ready to
   take over, and only rebuilt if the group has lag for five times as long);
 * lag on its own partitions and no record arriving, for ``stall_seconds``: ``no_progress``.
@@ -70,9 +71,11 @@ class StallDetector:
 
     def stalled(self, now: float) -> str | None:
         if self._unassigned_since is not None:
-            unstable = self._unstable_since is not None and now - self._unstable_since >= self.stall_seconds
+            # a join takes seconds; one that has not completed in half a minute will not
+            join = min(self.stall_seconds, 30.0)
+            unstable = self._unstable_since is not None and now - self._unstable_since >= join
             idle = now - self._unassigned_since
-            if (unstable and idle >= self.stall_seconds) or (self._group_lag and idle >= 5 * self.stall_seconds):
+            if (unstable and idle >= join) or (self._group_lag and idle >= 5 * self.stall_seconds):
                 return "no_assignment"
             return None
         if self._lag_since is not None and now - self._lag_since >= self.stall_seconds:
