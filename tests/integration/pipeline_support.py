@@ -45,6 +45,13 @@ def full_stack(capture_stack: CaptureStack) -> Iterator[CaptureStack]:
         yield capture_stack
 
 
+@pytest.fixture
+def sim(full_stack: CaptureStack) -> BahmniSim:
+    """Bahmni Saves as Bahmni's own database user writes them."""
+    db = full_stack.mariadb
+    return BahmniSim(lambda: db.connect("cdc_admin"))
+
+
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT) -> Any:
     """Poll ``probe`` until it returns something truthy; fail the test at the deadline."""
     deadline = time.monotonic() + timeout

@@ -52,12 +52,6 @@ def sidecar(full_stack: CaptureStack) -> Iterator[Sidecar]:
 
 
 @pytest.fixture
-def sim(full_stack: CaptureStack) -> BahmniSim:
-    db = full_stack.mariadb
-    return BahmniSim(lambda: db.connect("cdc_admin"))
-
-
-@pytest.fixture
 def tail(full_stack: CaptureStack) -> Iterator[Tail]:
     reader = Tail(full_stack.bootstrap, [REPLIES, HELD, AUDIT, DLQ])
     yield reader

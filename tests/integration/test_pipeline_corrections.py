@@ -48,12 +48,6 @@ def sidecar(full_stack: CaptureStack) -> Iterator[Sidecar]:
     running.stop()
 
 
-@pytest.fixture
-def sim(full_stack: CaptureStack) -> BahmniSim:
-    db = full_stack.mariadb
-    return BahmniSim(lambda: db.connect("cdc_admin"))
-
-
 def in_openimis(openimis: OpenImis, encounter_uuid: str) -> Counter[str]:
     """Quantity claimed per item/service code across every live claim of the encounter."""
     prefix = claim_code_of(encounter_uuid).replace("'", "")

@@ -53,12 +53,6 @@ def sidecar(full_stack: CaptureStack) -> Iterator[Sidecar]:
     running.stop()
 
 
-@pytest.fixture
-def sim(full_stack: CaptureStack) -> BahmniSim:
-    db = full_stack.mariadb
-    return BahmniSim(lambda: db.connect("cdc_admin"))
-
-
 def probe(port: int, path: str = "/readyz") -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
