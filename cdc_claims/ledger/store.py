@@ -11,8 +11,6 @@ Every database error becomes :class:`~cdc_claims.errors.WriteBackError` (retriab
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -20,6 +18,7 @@ import pymysql
 
 from cdc_claims.assemble.model import UnitKind
 from cdc_claims.errors import WriteBackError
+from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
 from cdc_claims.lifecycle import State
 from cdc_claims.writeback.db import ConnFactory, transaction
 
@@ -45,29 +44,6 @@ _COLUMNS = (
 _SELECT = f"SELECT {', '.join(_COLUMNS)}, created_at, updated_at FROM {TABLE}"  # noqa: S608 - constants only
 
 
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One ledger row. ``created_at`` / ``updated_at`` are set by the database (UTC)."""
-
-    unit_kind: UnitKind
-    unit_uuid: str
-    state: State
-    claim_code: str | None = None
-    revision: int = 0
-    content_hash: str = ""
-    reason: str | None = None  # a HELD_REASONS key, or None
-    detail: str | None = None  # shown to billing staff; never patient names
-    attempts: int = 0
-    patient_uuid: str | None = None
-    visit_uuid: str | None = None
-    encounter_uuids: tuple[str, ...] = ()
-    openimis_claim_uuid: str | None = None
-    last_error: str | None = None
-    draft_json: str | None = None  # ClaimDraft JSON as last sent
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-
-
 CLAIMS_TABLE = "cdc_claims_claim"
 _CLAIM_COLUMNS = (
     "claim_code",
@@ -87,29 +63,6 @@ _CLAIM_COLUMNS = (
     "rejected_lines",
 )
 _CLAIM_SELECT = f"SELECT {', '.join(_CLAIM_COLUMNS)}, created_at, updated_at FROM {CLAIMS_TABLE}"  # noqa: S608
-
-
-@dataclass(frozen=True)
-class ClaimRecord:
-    """One claim sent to openIMIS for a unit: the original, a supplement or a replacement."""
-
-    claim_code: str
-    unit_kind: UnitKind
-    unit_uuid: str
-    kind: str  # original | supplement | replacement
-    state: State
-    seq: int = 0
-    related_code: str | None = None
-    content_hash: str = ""
-    draft_json: str | None = None
-    openimis_claim_uuid: str | None = None
-    reason: str | None = None
-    detail: str | None = None
-    last_error: str | None = None
-    withdrawal: str | None = None  # JSON {source uuid: {code, quantity, why}} or {"*": ...}
-    rejected_lines: tuple[str, ...] = ()  # source uuids of the lines openIMIS rejected
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
 
 
 def _row_to_claim(row: dict[str, Any]) -> ClaimRecord:

@@ -38,7 +38,7 @@ from cdc_claims.errors import (
     WriteBackError,
 )
 from cdc_claims.failpoints import failpoint
-from cdc_claims.ledger.store import ClaimRecord, LedgerEntry
+from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
 from cdc_claims.lifecycle import SUBMITTED_STATES, Event, State, advance, response_event
 from cdc_claims.log import get_logger
 from cdc_claims.pipeline.ports import ClaimApi, DraftBuilder, LedgerPort, Publisher, Reader, Renderer, UnitRef

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from cdc_claims import metrics
 from cdc_claims.capture import Position, RowChange, Transaction, TransactionBuffer, parse_record, slim, touched_by
+from cdc_claims.capture.touched import EXTRACTORS
 from cdc_claims.errors import CdcClaimsError, ConsumerStalled, KafkaUnavailable, MalformedEvent
 from cdc_claims.log import get_logger
 from cdc_claims.pipeline.offsets import OffsetTracker
@@ -46,19 +47,9 @@ from cdc_claims.settle import Due, SettleTracker, Unit
 
 log = get_logger(__name__)
 
-#: tables whose changes we read (anything else in an END is not waited for)
-CAPTURED_TABLES = (
-    "encounter",
-    "obs",
-    "orders",
-    "drug_order",
-    "encounter_diagnosis",
-    "encounter_provider",
-    "visit",
-    "visit_attribute",
-    "patient_identifier",
-    "person_attribute",
-)
+#: tables whose changes we read (anything else in an END is not waited for): exactly the tables
+#: touch extraction has a rule for
+CAPTURED_TABLES = tuple(EXTRACTORS)
 #: tries of a unit that fails with an unexpected (non-retriable) error before it is parked
 MAX_UNIT_ATTEMPTS = 8
 

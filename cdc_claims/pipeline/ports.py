@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any, Literal, Protocol
 
 from cdc_claims.assemble.model import ClaimContext, ClaimDraft, UnitKind
-from cdc_claims.ledger.store import ClaimRecord, LedgerEntry
+from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
 from cdc_claims.reply.model import ReplyMessage, WithdrawalNotice
 
 JsonDict = dict[str, Any]

@@ -8,7 +8,8 @@ import pytest
 
 from cdc_claims.devstack.bahmni_testdb import admin_factory, writer_factory
 from cdc_claims.errors import WriteBackError
-from cdc_claims.ledger.store import Ledger, LedgerEntry
+from cdc_claims.ledger.model import LedgerEntry
+from cdc_claims.ledger.store import Ledger
 from cdc_claims.lifecycle import State
 
 pytestmark = pytest.mark.integration

@@ -28,7 +28,7 @@ from cdc_claims.errors import (
     TransientSubmitError,
     UnknownClaimStatus,
 )
-from cdc_claims.ledger.store import ClaimRecord, LedgerEntry
+from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
 from cdc_claims.lifecycle import State
 from cdc_claims.pipeline.claim_service import ClaimService
 from cdc_claims.pipeline.ports import UnitRef

@@ -1,0 +1,59 @@
+"""What the ledger holds, as plain data: one row per unit, one row per claim sent.
+
+Pure (no database driver): the claim service and the ports use these types without importing
+the pymysql adapter in :mod:`cdc_claims.ledger.store`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from cdc_claims.assemble.model import UnitKind
+from cdc_claims.lifecycle import State
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One ledger row. ``created_at`` / ``updated_at`` are set by the database (UTC)."""
+
+    unit_kind: UnitKind
+    unit_uuid: str
+    state: State
+    claim_code: str | None = None
+    revision: int = 0
+    content_hash: str = ""
+    reason: str | None = None  # a HELD_REASONS key, or None
+    detail: str | None = None  # shown to billing staff; never patient names
+    attempts: int = 0
+    patient_uuid: str | None = None
+    visit_uuid: str | None = None
+    encounter_uuids: tuple[str, ...] = ()
+    openimis_claim_uuid: str | None = None
+    last_error: str | None = None
+    draft_json: str | None = None  # ClaimDraft JSON as last sent
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ClaimRecord:
+    """One claim sent to openIMIS for a unit: the original, a supplement or a replacement."""
+
+    claim_code: str
+    unit_kind: UnitKind
+    unit_uuid: str
+    kind: str  # original | supplement | replacement
+    state: State
+    seq: int = 0
+    related_code: str | None = None
+    content_hash: str = ""
+    draft_json: str | None = None
+    openimis_claim_uuid: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+    last_error: str | None = None
+    withdrawal: str | None = None  # JSON {source uuid: {code, quantity, why}} or {"*": ...}
+    rejected_lines: tuple[str, ...] = ()  # source uuids of the lines openIMIS rejected
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
