@@ -48,8 +48,8 @@ from kafka.structs import TopicPartition
 
 from cdc_claims.devstack.bahmni import BahmniSim, EncounterRef, PatientRef, VisitRef
 from cdc_claims.devstack.mariadb import MariaDB
-from cdc_claims.devstack.sidecar import Sidecar
-from cdc_claims.reply.model import decode_reply
+from cdc_claims.devstack.sidecar import Sidecar, ensure_topics
+from cdc_claims.reply.model import WithdrawalNotice, decode_message
 
 TARGET_E2E_P99 = 2.0  # seconds, commit -> billing row
 TARGET_SIDECAR_P99 = 0.050  # seconds, total minus capture minus the openIMIS POST
@@ -122,6 +122,7 @@ class ReplyReader(threading.Thread):
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(name="reply-reader", daemon=True)
+        ensure_topics(bootstrap, [topic])  # a fresh stack has no reply topic before the first reply
         self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
         parts = [TopicPartition(topic, p) for p in sorted(self._consumer.partitions_for_topic(topic) or {0})]
         self._consumer.assign(parts)
@@ -139,9 +140,9 @@ class ReplyReader(threading.Thread):
             while not self.stopping.is_set():
                 for records in self._consumer.poll(timeout_ms=200).values():
                     for record in records:
-                        message = decode_reply(record.value)
-                        if message.timings is None:
-                            continue  # a later status change from the poller role
+                        message = decode_message(record.value)
+                        if isinstance(message, WithdrawalNotice) or message.timings is None:
+                            continue  # a withdrawal flag, or a later status change from the poller role
                         with self._lock:
                             self.count += 1
                             for enc_uuid in message.claim.encounter_uuids:
