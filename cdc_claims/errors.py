@@ -160,6 +160,10 @@ class ConsumerStalled(CdcClaimsError):
     retriable = True
     reason = "consumer_stalled"
 
+    def __init__(self, message: str, *, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause  # no_assignment | no_progress: the rebuild metric's label
+
 
 class SourceUnavailable(CdcClaimsError):
     """The OpenMRS database could not be read; try again later."""

@@ -333,7 +333,7 @@ def _run_consumer(settings: Settings, publisher: KafkaPublisher, stopper: Stoppe
                     readiness=readiness,
                 )
             except ConsumerStalled as stalled:
-                metrics.CONSUMER_REBUILDS.labels(cause=stalled.message.split("(")[-1].split(")")[0]).inc()
+                metrics.CONSUMER_REBUILDS.labels(cause=stalled.cause).inc()
                 log.warning("consumer_rebuilding", reason=stalled.message)
     finally:
         client.close()

@@ -217,7 +217,7 @@ class ClaimService:
             normalized = self._normalize(response, sent, received_at=self._now())
         except UnknownClaimStatus as unknown:
             resolved = replace(entry, state=State.UNKNOWN_STATUS, reason="unknown_status", detail=unknown.message)
-            return self._ledger.upsert(resolved)
+            return self._store_original(resolved)
         self._pub.reply(ReplyMessage(sent, normalized, None))
         self._pub.flush()
         resolved = replace(
@@ -226,7 +226,7 @@ class ClaimService:
             openimis_claim_uuid=normalized.claim_uuid or entry.openimis_claim_uuid,
         )
         log.info("in_doubt_claim_resolved", claim_code=code, unit_uuid=ctx.unit_uuid, state=resolved.state.value)
-        return self._ledger.upsert(resolved)
+        return self._store_original(resolved, rejected_lines(normalized))
 
     # ------------------------------------------------------------------ submit path
     def _submit(self, unit: UnitRef, ctx: ClaimContext, entry: Any, state: State, draft: ClaimDraft) -> UnitResult:
@@ -513,8 +513,7 @@ class ClaimService:
                     source_uuids=tuple(sorted(lines)),
                 )
             )
-            for _line in set(lines) - set(stored):
-                metrics.WITHDRAWALS_NEEDED.labels(reason="changed_after_submit").inc()
+            metrics.WITHDRAWALS_NEEDED.labels(reason="changed_after_submit").inc(len(set(lines) - set(stored)))
         return changed
 
     def _send_follow_up(self, unit: UnitRef, ctx: ClaimContext, record: ClaimRecord, draft: ClaimDraft) -> None:
@@ -590,41 +589,46 @@ class ClaimService:
         openimis_claim_uuid: str | None = None,
         rejected: tuple[str, ...] = (),
     ) -> None:
-        if state in SUBMITTED_STATES or state is State.FAILED:
+        entry = LedgerEntry(
+            unit_kind=ctx.unit_kind,
+            unit_uuid=ctx.unit_uuid,
+            state=state,
+            claim_code=draft.code,
+            revision=_revision_of(draft.code),
+            content_hash=draft.content_hash,
+            reason=reason,
+            detail=detail,
+            attempts=attempts,
+            patient_uuid=ctx.patient.uuid,
+            visit_uuid=ctx.visit.uuid,
+            encounter_uuids=draft.encounter_uuids,
+            openimis_claim_uuid=openimis_claim_uuid,
+            draft_json=encode_draft(draft),
+        )
+        self._store_original(entry, rejected)
+
+    def _store_original(self, entry: LedgerEntry, rejected: tuple[str, ...] = ()) -> LedgerEntry:
+        """The unit's ledger row, and, once openIMIS holds the original claim, its history row
+        (what the poller follows and the diff compares with). The write-ahead ``submitting`` state
+        lives on the ledger row alone: one transaction less per claim."""
+        if entry.claim_code and entry.state in SUBMITTED_STATES and entry.state is not State.SUBMITTING:
             self._ledger.upsert_claim(
                 ClaimRecord(
-                    claim_code=draft.code,
-                    unit_kind=ctx.unit_kind,
-                    unit_uuid=ctx.unit_uuid,
+                    claim_code=entry.claim_code,
+                    unit_kind=entry.unit_kind,
+                    unit_uuid=entry.unit_uuid,
                     kind="original",
-                    state=state,
-                    seq=_revision_of(draft.code),
-                    content_hash=draft.content_hash,
-                    draft_json=encode_draft(draft),
-                    openimis_claim_uuid=openimis_claim_uuid,
-                    reason=reason,
-                    detail=detail,
+                    state=entry.state,
+                    seq=entry.revision,
+                    content_hash=entry.content_hash,
+                    draft_json=entry.draft_json,
+                    openimis_claim_uuid=entry.openimis_claim_uuid,
+                    reason=entry.reason,
+                    detail=entry.detail,
                     rejected_lines=rejected,
                 )
             )
-        self._ledger.upsert(
-            LedgerEntry(
-                unit_kind=ctx.unit_kind,
-                unit_uuid=ctx.unit_uuid,
-                state=state,
-                claim_code=draft.code,
-                revision=_revision_of(draft.code),
-                content_hash=draft.content_hash,
-                reason=reason,
-                detail=detail,
-                attempts=attempts,
-                patient_uuid=ctx.patient.uuid,
-                visit_uuid=ctx.visit.uuid,
-                encounter_uuids=draft.encounter_uuids,
-                openimis_claim_uuid=openimis_claim_uuid,
-                draft_json=encode_draft(draft),
-            )
-        )
+        return self._ledger.upsert(entry)
 
 
 def rejected_lines(normalized: NormalizedResponse) -> tuple[str, ...]:

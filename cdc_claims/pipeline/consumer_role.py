@@ -175,7 +175,7 @@ class ConsumerRole:
             self.stall.report(now, report)
         problem = self.stall.stalled(now)
         if problem is not None:
-            raise ConsumerStalled(f"consumer stalled ({problem}) for {self.stall.stall_seconds:.0f}s")
+            raise ConsumerStalled(f"consumer stalled ({problem}) for {self.stall.stall_seconds:.0f}s", cause=problem)
 
     # ------------------------------------------------------------------ loop
     def step(self, timeout_ms: int = 200) -> None:
