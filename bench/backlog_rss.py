@@ -37,11 +37,11 @@ from benchlib import (
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from cdc_claims.devstack.bahmni import BahmniSim, VisitRef
-from cdc_claims.devstack.base import http_ok
-from cdc_claims.devstack.mariadb import MariaDB
-from cdc_claims.devstack.sidecar import Sidecar
 from cdc_claims.pipeline.consumer_role import CAPTURED_TABLES
+from cdc_dev.bahmni import BahmniSim, VisitRef
+from cdc_dev.base import http_ok
+from cdc_dev.mariadb import MariaDB
+from cdc_dev.sidecar import Sidecar
 
 TARGET_RSS = 200 * 10**6  # "200 MB"
 

@@ -21,13 +21,13 @@ from typing import Any
 
 import pymysql
 
-from cdc_claims.devstack.bahmni import Drug, Dx
-from cdc_claims.devstack.mariadb import DATABASE, MariaDB
+from cdc_dev.bahmni import Drug, Dx
+from cdc_dev.mariadb import DATABASE, MariaDB
 
 #: demo insurees with valid policies (CHF ids)
 INSUREES = ("070707081", "070707070", "100000001", "111111119")
 
-# All mapped in cdc_claims/devstack/mapping.demo.yaml.
+# All mapped in examples/mapping.yaml.
 DIAGNOSES = (
     "de617543-4e14-11e4-8a57-0800271c1b75",  # Hyperthyroidism -> A09
     "de0be4e3-4e14-11e4-8a57-0800271c1b75",  # Diabetes II -> A499

@@ -46,10 +46,10 @@ from benchlib import (
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from cdc_claims.devstack.bahmni import BahmniSim, EncounterRef, PatientRef, VisitRef
-from cdc_claims.devstack.mariadb import MariaDB
-from cdc_claims.devstack.sidecar import Sidecar, ensure_topics
 from cdc_claims.reply.model import WithdrawalNotice, decode_message
+from cdc_dev.bahmni import BahmniSim, EncounterRef, PatientRef, VisitRef
+from cdc_dev.mariadb import MariaDB
+from cdc_dev.sidecar import Sidecar, ensure_topics
 
 TARGET_E2E_P99 = 2.0  # seconds, commit -> billing row
 TARGET_SIDECAR_P99 = 0.050  # seconds, total minus capture minus the openIMIS POST

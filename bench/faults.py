@@ -49,12 +49,12 @@ import pymysql
 from benchlib import INSUREES, consultation, fast_factory, scrape
 from kafka import KafkaAdminClient
 
-from cdc_claims.devstack.bahmni import BahmniSim, EncounterRef, PatientRef, VisitRef
-from cdc_claims.devstack.base import Component, Stack, StackError, http_ok
-from cdc_claims.devstack.kafka import KafkaBroker, KafkaConnect
-from cdc_claims.devstack.mariadb import MariaDB
-from cdc_claims.devstack.openimis import OpenImis
-from cdc_claims.devstack.sidecar import Sidecar
+from cdc_dev.bahmni import BahmniSim, EncounterRef, PatientRef, VisitRef
+from cdc_dev.base import Component, Stack, StackError, http_ok
+from cdc_dev.kafka import KafkaBroker, KafkaConnect
+from cdc_dev.mariadb import MariaDB
+from cdc_dev.openimis import OpenImis
+from cdc_dev.sidecar import Sidecar
 
 SCENARIOS = (
     "kill-consumer",
@@ -648,7 +648,7 @@ def run_scenario(name: str, args: argparse.Namespace, stack: Stack, restorer: Re
 
     bad = restorer.unhealthy()
     if bad:
-        raise StackError(f"stack not healthy before {name}: {', '.join(bad)} (run `cdc-claims dev up`)")
+        raise StackError(f"stack not healthy before {name}: {', '.join(bad)} (run `cdc-dev up`)")
     t = time.monotonic()
     patients: list[PatientRef] = [
         sim.create_patient(INSUREES[i % len(INSUREES)], gender="F" if i % 2 else "M") for i in range(min(8, n))

@@ -1,15 +1,13 @@
-"""``cdc-claims``: the one command operators and developers use.
+"""``cdc-claims``: the one command operators use.
 
     cdc-claims run consumer|writer|poller   long-running roles (what the Helm chart deploys)
     cdc-claims check-mapping                what the database uses that the mapping lacks
     cdc-claims rerun-held [--reason R]      re-run held/failed claims once the cause is fixed
     cdc-claims resubmit --unit U [--force]  send corrected lines openIMIS rejected, as a replacement
     cdc-claims withdrawal-handled --claim C withdrawals done in openIMIS by billing staff
-    cdc-claims dev up|down|status|reset     the local stack (MariaDB, Kafka, Connect, openIMIS, openHIM emulator)
-    cdc-claims demo                         a Bahmni Save -> claim in openIMIS -> row in iclm_* (local stack)
 
-Imports are lazy so that ``dev`` works before the runtime dependencies are reachable, and a
-role only loads what it uses.
+The local stack and the demo are development tooling, outside the product: ``cdc-dev`` (dev/).
+Imports are lazy so that a role only loads what it uses.
 """
 
 from __future__ import annotations
@@ -46,26 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     handled.add_argument("--line", action="append", help="only this line (source uuid; repeatable)")
     handled.add_argument("--by", required=True, help="who handled it (kept with the claim)")
 
-    dev = sub.add_parser("dev", help="local stack for development, tests and the demo")
-    dev.add_argument("action", choices=["up", "down", "status", "reset"])
-    dev.add_argument("--only", action="append", help="limit to these components (repeatable)")
-
-    demo = sub.add_parser("demo", help="end-to-end demo on the local stack")
-    demo.add_argument("--no-up", action="store_true", help="assume the stack is already up")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "dev":
-        from cdc_claims.devstack.stack import main as dev_main
-
-        return dev_main(args.action, args.only)
-    if args.command == "demo":
-        from cdc_claims.devstack.demo import run_demo
-
-        return run_demo(bring_up=not args.no_up)
-
     from cdc_claims import log
     from cdc_claims.errors import ConfigError
     from cdc_claims.settings import Settings

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pymysql
+from pydantic import SecretStr
 from pymysql.cursors import DictCursor
 
+from cdc_claims.errors import ConfigError
 from cdc_claims.settings import DatabaseSettings
 
 if TYPE_CHECKING:
@@ -134,11 +136,17 @@ def _for_user(db: DatabaseSettings, user: str, password: str) -> ConnFactory:
     )
 
 
+def _required(secret: SecretStr | None, variable: str) -> str:
+    if secret is None or not secret.get_secret_value():
+        raise ConfigError(f"{variable} is not set (no password has a default)")
+    return secret.get_secret_value()
+
+
 def reader_connection_factory(db: DatabaseSettings) -> ConnFactory:
     """Connections as the SELECT-only reader user."""
-    return _for_user(db, db.user, db.password.get_secret_value())
+    return _for_user(db, db.user, _required(db.password, "CDC_CLAIMS_DB__PASSWORD"))
 
 
 def writer_connection_factory(db: DatabaseSettings) -> ConnFactory:
     """Connections as the writer user (may write ``iclm_*`` and ``cdc_claims_ledger``)."""
-    return _for_user(db, db.writer_user, db.writer_password.get_secret_value())
+    return _for_user(db, db.writer_user, _required(db.writer_password, "CDC_CLAIMS_DB__WRITER_PASSWORD"))

@@ -1,8 +1,10 @@
 """Runtime settings, read from the environment once at the edge (``CDC_CLAIMS_*``).
 
 Nested groups use ``__``: ``CDC_CLAIMS_OPENHIM__AUTH=bearer``,
-``CDC_CLAIMS_DB__PASSWORD=...``. Defaults target the local dev stack (``cdc-claims dev up``).
-Secrets are :class:`~pydantic.SecretStr` so they never print.
+``CDC_CLAIMS_DB__PASSWORD=...``. Defaults are the usual ports on localhost and the user names
+of ``kafka/mariadb/grants.sql``; no password has a default (a role that needs one and lacks it
+stops with :class:`~cdc_claims.errors.ConfigError` naming the variable). Secrets are
+:class:`~pydantic.SecretStr` so they never print. The local stack's values: ``dev/cdc_dev/credentials.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class KafkaSettings(BaseModel):
-    bootstrap_servers: str = "127.0.0.1:19092"
+    bootstrap_servers: str = "127.0.0.1:9092"
     #: Debezium ``topic.prefix``; data topics are ``<prefix>.<database>.<table>``.
     topic_prefix: str = "openmrs"
     database: str = "openmrs"
@@ -44,12 +46,12 @@ class DatabaseSettings(BaseModel):
     ``iclm_*`` and the sidecar's own ``cdc_claims_*`` tables."""
 
     host: str = "127.0.0.1"
-    port: int = 33306
+    port: int = 3306
     name: str = "openmrs"
     user: str = "cdc_reader"
-    password: SecretStr = SecretStr("cdc_reader")
+    password: SecretStr | None = None  # CDC_CLAIMS_DB__PASSWORD
     writer_user: str = "cdc_writer"
-    writer_password: SecretStr = SecretStr("cdc_writer")
+    writer_password: SecretStr | None = None  # CDC_CLAIMS_DB__WRITER_PASSWORD
     connect_timeout: float = 5.0
     #: CA certificate of the database server: when set, connections use TLS and verify the
     #: server against it; when unset, TLS is not attempted (a database on the pod network).
@@ -59,10 +61,11 @@ class DatabaseSettings(BaseModel):
 class OpenHimSettings(BaseModel):
     """openHIM channel in front of openIMIS's FHIR R4 API."""
 
-    base_url: str = "http://127.0.0.1:15001/openimis/api/api_fhir_r4/"
+    #: openHIM's HTTPS router port (5000) and the channel path in front of openIMIS's FHIR API
+    base_url: str = "https://127.0.0.1:5000/openimis/api/api_fhir_r4/"
     auth: Literal["basic", "bearer", "custom", "mtls"] = "basic"
     username: str = "cdc-claims"
-    password: SecretStr = SecretStr("cdc-claims-password")
+    password: SecretStr | None = None  # CDC_CLAIMS_OPENHIM__PASSWORD (basic, bearer)
     custom_token: SecretStr = SecretStr("")
     #: Bearer mode: where to obtain a JWT (OAuth2 client-credentials style form POST).
     token_url: str = ""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the local stack and the tests need on a fresh Debian 12 machine (idempotent):
-# Debian packages (MariaDB, PostgreSQL, JDK, Maven), the Python venv with cdc-claims + dev tools.
+# Debian packages (MariaDB, PostgreSQL, JDK, Maven), the Python venv with cdc-claims, its toolchain and the dev stack package (dev/).
 # Maven and pip caches live in the home directory, so later runs are fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,10 +29,10 @@ if [ ! -x .venv/bin/python ]; then
   say "python venv (.venv) with $("$PY" --version)"
   "$PY" -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+stamp=.venv/.installed-$(cat pyproject.toml dev/pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  say "pip install -e '.[dev]'"
+  say "pip install -e '.[dev]' -e dev/ (the product, its toolchain, the local stack tooling)"
   .venv/bin/pip install -q -U pip
-  .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip install -q -e '.[dev]' -e ./dev
   rm -f .venv/.installed-* && touch "$stamp"
 fi

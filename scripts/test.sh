@@ -20,9 +20,9 @@ bash .ci/lint-deploy.sh
 
 section "local stack"
 was_up=0
-if .venv/bin/cdc-claims dev status >/dev/null 2>&1; then was_up=1; fi
-if [ "$was_up" = 0 ]; then trap 'section "stack down"; .venv/bin/cdc-claims dev down || true' EXIT; fi
-.venv/bin/cdc-claims dev up
+if .venv/bin/cdc-dev status >/dev/null 2>&1; then was_up=1; fi
+if [ "$was_up" = 0 ]; then trap 'section "stack down"; .venv/bin/cdc-dev down || true' EXIT; fi
+.venv/bin/cdc-dev up
 
 section "tests"
 .venv/bin/pytest "$@"

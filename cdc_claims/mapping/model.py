@@ -8,7 +8,7 @@ YAML path (``concepts.f2af3cd5-....price: Input should be ...``), so an operator
 in one go. Nothing here reads the database; ``check-mapping`` (:mod:`cdc_claims.mapping.check`)
 compares a loaded mapping with what the database actually uses.
 
-Shape (see ``cdc_claims/devstack/mapping.demo.yaml`` for a complete example)::
+Shape (see ``examples/mapping.yaml`` for a complete example)::
 
     openimis:        {claim_admin_default: {code, uuid?}, insuree_uuids: {CHF id: uuid}}
     claim_code:      {prefix: ""}

@@ -98,7 +98,9 @@ class BearerTokenAuth(httpx.Auth):
 
 
 def build_auth(settings: OpenHimSettings) -> httpx.Auth | None:
-    password = settings.password.get_secret_value()
+    password = settings.password.get_secret_value() if settings.password else ""
+    if settings.auth in ("basic", "bearer") and not password:
+        raise ConfigError(f"openhim.auth={settings.auth} needs CDC_CLAIMS_OPENHIM__PASSWORD (no default)")
     match settings.auth:
         case "basic":
             return httpx.BasicAuth(settings.username, password)

@@ -1,7 +1,7 @@
 """Shared fixtures for integration tests: the real local stack (no mocks).
 
 Each stack fixture brings its components up idempotently and, at the end of the session, stops only
-the components *it* started: a stack that was already running (``cdc-claims dev up`` or a previous
+the components *it* started: a stack that was already running (``cdc-dev up`` or a previous
 session) is left alone. Set ``CDC_STACK_KEEP=1`` to keep whatever the session started running too
 (faster re-runs). State lives in ``CDC_STACK_DIR`` (default ``<repo>/.stack``).
 
@@ -34,10 +34,10 @@ from kafka.errors import TopicAlreadyExistsError
 from kafka.serializer import Deserializer
 
 from cdc_claims.db import Connection
-from cdc_claims.devstack.bahmni_testdb import admin_factory
-from cdc_claims.devstack.base import Component, Stack
-from cdc_claims.devstack.kafka import KafkaBroker, KafkaConnect
-from cdc_claims.devstack.mariadb import MariaDB
+from cdc_dev.bahmni_testdb import admin_factory
+from cdc_dev.base import Component, Stack
+from cdc_dev.kafka import KafkaBroker, KafkaConnect
+from cdc_dev.mariadb import MariaDB
 
 #: how long a test waits for an expected record before failing (a deadline, not a timing assertion)
 RECORD_WAIT_SECONDS = float(os.environ.get("CDC_TEST_RECORD_WAIT", "90"))

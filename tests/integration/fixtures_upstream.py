@@ -1,7 +1,7 @@
 """Fixtures for the upstream hop: the real openIMIS sandbox and the openHIM emulator.
 
 Use from a test module with ``pytest_plugins = ["fixtures_upstream"]``. Both services are started
-once per session (and left running: ``cdc-claims dev down`` or the components' ``down`` stop them).
+once per session (and left running: ``cdc-dev down`` or the components' ``down`` stop them).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from cdc_claims.devstack.base import Stack, http_ok, read_pid, start_process, stop_process, tail, wait_until
-from cdc_claims.devstack.openhim_component import (
+from cdc_claims.settings import OpenHimSettings
+from cdc_dev.base import Stack, http_ok, read_pid, start_process, stop_process, tail, wait_until
+from cdc_dev.openhim_component import (
     CLIENT_ID,
     CLIENT_PASSWORD,
     CUSTOM_TOKEN,
@@ -28,8 +29,7 @@ from cdc_claims.devstack.openhim_component import (
     emulator_config,
     local_metadata,
 )
-from cdc_claims.devstack.openimis import OpenImis
-from cdc_claims.settings import OpenHimSettings
+from cdc_dev.openimis import OpenImis
 
 IG = "https://openimis.github.io/openimis_fhir_r4_ig"
 #: demo master data by UUID (tests/data/openimis/demo_codes): deterministic references
@@ -181,7 +181,7 @@ def extra_emulator(tmp_path_factory: pytest.TempPathFactory, openhim: OpenHimEmu
         config_file.write_text(json.dumps(config))
         pidfile, log = folder / "emulator.pid", folder / "emulator.log"
         start_process(
-            [sys.executable, "-m", "cdc_claims.devstack.openhim_emulator", "--config", str(config_file)],
+            [sys.executable, "-m", "cdc_dev.openhim_emulator", "--config", str(config_file)],
             pidfile=pidfile,
             log=log,
         )

@@ -17,11 +17,11 @@ import pytest
 import yaml
 from conftest import CaptureStack, running
 
-from cdc_claims.devstack.bahmni import BahmniSim, Drug, Dx, EncounterRef, VisitRef
-from cdc_claims.devstack.mariadb import MariaDB
-from cdc_claims.devstack.openhim_component import OpenHimEmulator
-from cdc_claims.devstack.openimis import OpenImis
-from cdc_claims.devstack.sidecar import DEMO_MAPPING, Sidecar
+from cdc_dev.bahmni import BahmniSim, Drug, Dx, EncounterRef, VisitRef
+from cdc_dev.mariadb import MariaDB
+from cdc_dev.openhim_component import OpenHimEmulator
+from cdc_dev.openimis import OpenImis
+from cdc_dev.sidecar import DEMO_MAPPING, Sidecar
 
 HYPERTHYROIDISM = "de617543-4e14-11e4-8a57-0800271c1b75"  # -> openIMIS ICD A09 (demo mapping)
 NIFEDIPINE = "6f0242cf-1cf2-4c0d-a522-e8628f0cd988"  # -> item 0171 at 35
@@ -117,7 +117,7 @@ class Tail:
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
-        from cdc_claims.devstack.sidecar import ensure_topics
+        from cdc_dev.sidecar import ensure_topics
 
         ensure_topics(bootstrap, topics)
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)

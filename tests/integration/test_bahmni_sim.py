@@ -1,6 +1,6 @@
 """The Bahmni save simulator writes the row shapes of DATA_MODEL.md §2.2 / §3.1 / §5.
 
-Needs a MariaDB with the Bahmni 0.94 demo DB + iclm schema (see cdc_claims.devstack.bahmni_testdb).
+Needs a MariaDB with the Bahmni 0.94 demo DB + iclm schema (see cdc_dev.bahmni_testdb).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sql_support import q
 
-from cdc_claims.devstack.bahmni import BahmniSim, Drug, Dx, EncounterRef
-from cdc_claims.devstack.bahmni_testdb import admin_factory
 from cdc_claims.writeback.db import Connection
+from cdc_dev.bahmni import BahmniSim, Drug, Dx, EncounterRef
+from cdc_dev.bahmni_testdb import admin_factory
 
 pytestmark = pytest.mark.integration
 

@@ -19,16 +19,16 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from cdc_claims.pipeline.consumer_role import CAPTURED_TABLES
-from cdc_claims.settings import KafkaSettings
+from cdc_dev import credentials
 
 if TYPE_CHECKING:  # fixtures come from conftest.py; tests/integration is not a package
     from conftest import CaptureStack, Record, TopicReader
 
-    from cdc_claims.devstack.mariadb import MariaDB
+    from cdc_dev.mariadb import MariaDB
 
 pytestmark = pytest.mark.integration
 
-SETTINGS = KafkaSettings()
+SETTINGS = credentials.kafka()
 OBS = SETTINGS.table_topic("obs")
 ENCOUNTER = SETTINGS.table_topic("encounter")
 TX = SETTINGS.transaction_topic

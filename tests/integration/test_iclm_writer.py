@@ -11,12 +11,12 @@ import pytest
 from sql_support import q
 
 from cdc_claims.assemble.model import ClaimDiagnosis, ClaimDraft, ClaimLine
-from cdc_claims.devstack.bahmni import BahmniSim, Drug, Dx, EncounterRef
-from cdc_claims.devstack.bahmni_testdb import admin_factory, writer_factory
 from cdc_claims.errors import WriteBackRefused
 from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage
 from cdc_claims.writeback.db import Connection
 from cdc_claims.writeback.iclm import IclmWriter, encounter_billing_state, row_uuid, status_moves
+from cdc_dev.bahmni import BahmniSim, Drug, Dx, EncounterRef
+from cdc_dev.bahmni_testdb import admin_factory, writer_factory
 
 pytestmark = pytest.mark.integration
 

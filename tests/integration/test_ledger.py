@@ -6,11 +6,11 @@ import uuid
 
 import pytest
 
-from cdc_claims.devstack.bahmni_testdb import admin_factory, writer_factory
 from cdc_claims.errors import WriteBackError
 from cdc_claims.ledger.model import LedgerEntry
 from cdc_claims.ledger.store import Ledger
 from cdc_claims.lifecycle import State
+from cdc_dev.bahmni_testdb import admin_factory, writer_factory
 
 pytestmark = pytest.mark.integration
 

@@ -34,10 +34,10 @@ from pipeline_support import (
     wait_ledger,
 )
 
-from cdc_claims.devstack.bahmni import BahmniSim, Drug, Dx
-from cdc_claims.devstack.openimis import OpenImis
-from cdc_claims.devstack.sidecar import DEMO_MAPPING, Sidecar
 from cdc_claims.writeback.iclm import encounter_billing_state
+from cdc_dev.bahmni import BahmniSim, Drug, Dx
+from cdc_dev.openimis import OpenImis
+from cdc_dev.sidecar import DEMO_MAPPING, Sidecar
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["pipeline_support"]  # the full_stack fixture

@@ -31,10 +31,10 @@ from pipeline_support import (
     wait_for,
 )
 
-from cdc_claims.devstack.bahmni import BahmniSim, Drug, Dx, EncounterRef
-from cdc_claims.devstack.mariadb import MariaDB
-from cdc_claims.devstack.openimis import OpenImis
-from cdc_claims.devstack.sidecar import DEMO_MAPPING, Sidecar
+from cdc_dev.bahmni import BahmniSim, Drug, Dx, EncounterRef
+from cdc_dev.mariadb import MariaDB
+from cdc_dev.openimis import OpenImis
+from cdc_dev.sidecar import DEMO_MAPPING, Sidecar
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["pipeline_support"]

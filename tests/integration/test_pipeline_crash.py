@@ -10,10 +10,10 @@ import pytest
 from conftest import CaptureStack
 from pipeline_support import claim_code_of, claim_rows, consultation, ledger, openimis_claims, rows, wait_for
 
-from cdc_claims.devstack.bahmni import BahmniSim
-from cdc_claims.devstack.openimis import OpenImis
-from cdc_claims.devstack.sidecar import Sidecar
 from cdc_claims.failpoints import EXIT_CODE
+from cdc_dev.bahmni import BahmniSim
+from cdc_dev.openimis import OpenImis
+from cdc_dev.sidecar import Sidecar
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["pipeline_support"]

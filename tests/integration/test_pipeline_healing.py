@@ -26,10 +26,10 @@ from pipeline_support import (
     wait_ledger,
 )
 
-from cdc_claims.devstack.bahmni import BahmniSim
-from cdc_claims.devstack.openhim_component import OpenHimEmulator
-from cdc_claims.devstack.openimis import OpenImis
-from cdc_claims.devstack.sidecar import Sidecar
+from cdc_dev.bahmni import BahmniSim
+from cdc_dev.openhim_component import OpenHimEmulator
+from cdc_dev.openimis import OpenImis
+from cdc_dev.sidecar import Sidecar
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["pipeline_support"]
@@ -188,9 +188,9 @@ def test_a_lease_keeps_a_second_sidecar_from_posting_a_unit_another_one_is_submi
 ) -> None:
     from cdc_claims.db import writer_connection_factory
     from cdc_claims.ledger.store import Ledger
-    from cdc_claims.settings import DatabaseSettings
+    from cdc_dev import credentials
 
-    ledger_ = Ledger(writer_connection_factory(DatabaseSettings(port=full_stack.stack.ports.mariadb)))
+    ledger_ = Ledger(writer_connection_factory(credentials.database(full_stack.stack.ports)))
     unit = f"lease-{time.time_ns()}"
     assert ledger_.acquire_lease("encounter", unit, "pod-a", 30) == "pod-a"
     assert ledger_.acquire_lease("encounter", unit, "pod-b", 30) == "pod-a"  # a is submitting

@@ -20,9 +20,9 @@ from pipeline_support import (
     wait_for,
 )
 
-from cdc_claims.devstack.bahmni import BahmniSim, Drug, Dx
-from cdc_claims.devstack.openimis import OpenImis
-from cdc_claims.devstack.sidecar import Sidecar
+from cdc_dev.bahmni import BahmniSim, Drug, Dx
+from cdc_dev.openimis import OpenImis
+from cdc_dev.sidecar import Sidecar
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["pipeline_support"]

@@ -27,15 +27,15 @@ import pytest
 
 from cdc_claims.assemble.reader import OpenMrsReader, ReaderConfig
 from cdc_claims.db import connection_factory
-from cdc_claims.devstack.base import Ports
 from cdc_claims.errors import ConfigError, NotClaimable, SourceUnavailable
 from cdc_claims.mapping.apply import build_draft
 from cdc_claims.mapping.check import check_mapping, render_text
 from cdc_claims.mapping.model import ClaimMapping, load_mapping
+from cdc_dev.base import Ports
 
 pytestmark = pytest.mark.integration
 
-DEMO_MAPPING = Path(__file__).resolve().parents[2] / "cdc_claims" / "devstack" / "mapping.demo.yaml"
+DEMO_MAPPING = Path(__file__).resolve().parents[2] / "examples" / "mapping.yaml"
 
 HOST = os.environ.get("CDC_TEST_MYSQL_HOST", "127.0.0.1")
 CONSULTATION_NOTE = "81d6e852-3f10-11e4-adec-0800271c1b75"  # concept 'Consultation Note'

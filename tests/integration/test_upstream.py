@@ -20,10 +20,10 @@ import httpx
 import pytest
 import stamina
 
-from cdc_claims.devstack.openhim_component import CLIENT_ID, CLIENT_PASSWORD, OpenHimEmulator
-from cdc_claims.devstack.openimis import OpenImis
 from cdc_claims.errors import AuthenticationFailed, DuplicateClaimCode, TransientSubmitError
 from cdc_claims.submit.client import OpenImisClient
+from cdc_dev.openhim_component import CLIENT_ID, CLIENT_PASSWORD, OpenHimEmulator
+from cdc_dev.openimis import OpenImis
 
 pytest_plugins = ["fixtures_upstream"]
 pytest.register_assert_rewrite("fixtures_upstream")

@@ -9,7 +9,7 @@ import pytest
 from cdc_claims.errors import ConfigError
 from cdc_claims.mapping.model import load_mapping, parse_mapping
 
-DEMO = Path(__file__).resolve().parents[2] / "cdc_claims" / "devstack" / "mapping.demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "mapping.yaml"
 U = "11111111-1111-1111-1111-111111111111"
 
 

@@ -29,6 +29,7 @@ from cdc_claims.settings import OpenHimSettings
 from cdc_claims.submit.client import OpenImisClient, classify, operation_outcome_text
 
 BASE = "http://openhim.test:5001/openimis/api/api_fhir_r4/"
+PASSWORD = SecretStr("s3cret")
 TOKEN_URL = "http://idp.test/token"
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "openimis" / "samples"
 
@@ -74,7 +75,7 @@ class Recorder:
 
     def client(self, health: DependencyHealth | None = None, **settings: Any) -> OpenImisClient:
         return OpenImisClient(
-            OpenHimSettings(base_url=BASE, max_attempts=3, **settings),
+            OpenHimSettings(base_url=BASE, max_attempts=3, **{"password": PASSWORD, **settings}),
             transport=httpx.MockTransport(self),
             health=health or DependencyHealth(),
         )
@@ -101,7 +102,7 @@ def test_submit_posts_to_claim_with_trailing_slash_and_basic_auth() -> None:
     assert request.url.path == "/openimis/api/api_fhir_r4/Claim/"
     assert json.loads(request.content) == CLAIM
     assert request.headers["Content-Type"] == "application/json"  # openIMIS: fhir+json -> 415
-    expected = base64.b64encode(b"cdc-claims:cdc-claims-password").decode()
+    expected = base64.b64encode(b"cdc-claims:s3cret").decode()
     assert request.headers["Authorization"] == f"Basic {expected}"
 
 
@@ -131,7 +132,9 @@ def test_get_claim_response_quotes_the_id_and_keeps_the_trailing_slash() -> None
 
 def test_base_url_without_trailing_slash_still_resolves_claim_path() -> None:
     mock = Recorder(created())
-    client = OpenImisClient(OpenHimSettings(base_url=BASE.rstrip("/")), transport=httpx.MockTransport(mock))
+    client = OpenImisClient(
+        OpenHimSettings(base_url=BASE.rstrip("/"), password=PASSWORD), transport=httpx.MockTransport(mock)
+    )
     client.submit_claim(CLAIM)
     assert mock.requests[0].url.path == "/openimis/api/api_fhir_r4/Claim/"
 
@@ -278,9 +281,7 @@ def test_bearer_fetches_a_token_with_client_credentials_and_caches_it() -> None:
     with mock.client(auth="bearer", token_url=TOKEN_URL) as client:
         client.submit_claim(CLAIM)
         client.get_claim_response("UNIT-0001")
-    assert forms == [
-        {"grant_type": "client_credentials", "client_id": "cdc-claims", "client_secret": "cdc-claims-password"}
-    ]
+    assert forms == [{"grant_type": "client_credentials", "client_id": "cdc-claims", "client_secret": "s3cret"}]
     assert [r.headers.get("Authorization") for r in mock.requests[1:]] == ["Bearer t1", "Bearer t1"]
 
 
@@ -313,27 +314,29 @@ def test_bearer_token_endpoint_5xx_is_transient() -> None:
 
 
 @pytest.mark.parametrize(
-    "settings",
+    ("settings", "names"),
     [
-        {"auth": "custom"},
-        {"auth": "bearer"},
-        {"auth": "mtls"},
+        ({"auth": "basic"}, "CDC_CLAIMS_OPENHIM__PASSWORD"),  # no password has a default
+        ({"auth": "bearer", "token_url": "https://idp.test/token"}, "CDC_CLAIMS_OPENHIM__PASSWORD"),
+        ({"auth": "custom"}, "custom_token"),
+        ({"auth": "bearer", "password": PASSWORD}, "token_url"),
+        ({"auth": "mtls"}, "client_cert"),
     ],
 )
-def test_incomplete_auth_settings_refuse_to_start(settings: dict[str, Any]) -> None:
-    with pytest.raises(ConfigError):
+def test_incomplete_auth_settings_refuse_to_start(settings: dict[str, Any], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
         OpenImisClient(OpenHimSettings(**settings))
 
 
 def test_disabling_tls_verification_is_logged() -> None:
     with capture_logs() as logs:
-        OpenImisClient(OpenHimSettings(base_url="https://openhim.test/", verify_tls=False)).close()
+        OpenImisClient(OpenHimSettings(base_url="https://openhim.test/", verify_tls=False, password=PASSWORD)).close()
     assert {"event": "tls_verification_disabled", "log_level": "warning", "base_url": "https://openhim.test/"} in logs
 
 
 def test_missing_ca_bundle_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
-        OpenImisClient(OpenHimSettings(ca_bundle=tmp_path / "missing.pem"))
+        OpenImisClient(OpenHimSettings(ca_bundle=tmp_path / "missing.pem", password=PASSWORD))
 
 
 # --- pure helpers ----------------------------------------------------------------------------

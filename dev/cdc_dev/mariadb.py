@@ -41,10 +41,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pymysql
+from pydantic import SecretStr
 from pymysql.connections import Connection
 from pymysql.cursors import Cursor
 
-from cdc_claims.devstack.base import (
+from cdc_claims.settings import DatabaseSettings
+from cdc_dev import credentials
+from cdc_dev.base import (
     REPO_ROOT,
     Stack,
     StackError,
@@ -57,7 +60,6 @@ from cdc_claims.devstack.base import (
     tail,
     wait_until,
 )
-from cdc_claims.settings import DatabaseSettings
 
 CNF_FILE = REPO_ROOT / "kafka" / "mariadb" / "cdc.cnf"
 GRANTS_FILE = REPO_ROOT / "kafka" / "mariadb" / "grants.sql"
@@ -73,13 +75,13 @@ _TABLE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 class MariaDB:
-    """The stack's MariaDB (a :class:`~cdc_claims.devstack.base.Component`)."""
+    """The stack's MariaDB (a :class:`~cdc_dev.base.Component`)."""
 
     name = "mariadb"
 
     def __init__(self, stack: Stack | None = None, db: DatabaseSettings | None = None) -> None:
         self.stack = stack or Stack.from_env()
-        self.db = db or DatabaseSettings()
+        self.db = db or credentials.database(self.stack.ports)
         self.port = self.stack.ports.mariadb
         self.home = self.stack.dir("mariadb")
         self.datadir = self.home / "data"
@@ -93,8 +95,8 @@ class MariaDB:
         """Password of every dev user (the reader/writer ones come from the settings)."""
         return {
             "debezium": "debezium",
-            self.db.user: self.db.password.get_secret_value(),
-            self.db.writer_user: self.db.writer_password.get_secret_value(),
+            self.db.user: _secret(self.db.password),
+            self.db.writer_user: _secret(self.db.writer_password),
             "cdc_admin": "cdc_admin",
         }
 
@@ -332,3 +334,9 @@ class MariaDB:
         if bad:
             raise StackError(f"unexpected table names: {bad}")
         return names
+
+
+def _secret(value: SecretStr | None) -> str:
+    if value is None:
+        raise StackError("the stack's database settings need the reader and writer passwords")
+    return value.get_secret_value()

@@ -2,7 +2,7 @@
 
 Run it as a process::
 
-    python -m cdc_claims.devstack.openhim_emulator --config <emulator.json>
+    python -m cdc_dev.openhim_emulator --config <emulator.json>
 
 or through :class:`OpenHimEmulator` (``up``/``down``/``status``), which writes that config from
 ``docs/openhim/cdc-claims-openhim-config.json`` (the body operators ``POST /metadata`` into a real
@@ -50,7 +50,7 @@ from typing import Any
 import httpx
 import jwt
 
-from cdc_claims.devstack.openhim_model import (
+from cdc_dev.openhim_model import (
     DEFAULT_ROUTER_TIMEOUT_MS,
     DROPPED_REQUEST_HEADERS,
     DROPPED_RESPONSE_HEADERS,
@@ -519,7 +519,7 @@ if __name__ == "__main__":
 def __getattr__(name: str) -> Any:
     # the stack component lives beside this module; re-exported for `openhim_emulator.OpenHimEmulator`
     if name == "OpenHimEmulator":
-        from cdc_claims.devstack.openhim_component import OpenHimEmulator
+        from cdc_dev.openhim_component import OpenHimEmulator
 
         return OpenHimEmulator
     raise AttributeError(name)

@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cdc_claims.devstack.base import (
+from cdc_dev.base import (
     REPO_ROOT,
     Stack,
     StackError,
@@ -44,7 +44,7 @@ from cdc_claims.devstack.base import (
     tail,
     wait_until,
 )
-from cdc_claims.devstack.mariadb import MariaDB
+from cdc_dev.mariadb import MariaDB
 
 KAFKA_DIR = REPO_ROOT / "kafka"
 POM = KAFKA_DIR / "pom.xml"

@@ -1,6 +1,6 @@
 """Connection factories for the integration tests of the Bahmni simulator, ledger and iclm writer.
 
-Environment (defaults = the local stack's MariaDB, ``cdc-claims dev up``, loaded with the Bahmni
+Environment (defaults = the local stack's MariaDB, ``cdc-dev up``, loaded with the Bahmni
 0.94 demo DB, ``insuranceclaims_iclm_schema.sql`` and the ledger table):
 
 * ``CDC_TEST_MYSQL_HOST`` / ``CDC_TEST_MYSQL_PORT`` / ``CDC_TEST_MYSQL_DB``: 127.0.0.1 / the stack's
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 from cdc_claims.db import ConnFactory, connection_factory
-from cdc_claims.devstack.base import Ports
+from cdc_dev.base import Ports
 
 
 def _env(name: str, default: str) -> str:

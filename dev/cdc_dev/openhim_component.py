@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cdc_claims.devstack import openimis
-from cdc_claims.devstack.base import (
+from cdc_dev import openimis
+from cdc_dev.base import (
     REPO_ROOT,
     Stack,
     StackError,
@@ -223,7 +223,7 @@ class OpenHimEmulator:
             return
         config = self._config_file or self.write_config()
         start_process(
-            [sys.executable, "-m", "cdc_claims.devstack.openhim_emulator", "--config", str(config)],
+            [sys.executable, "-m", "cdc_dev.openhim_emulator", "--config", str(config)],
             pidfile=pidfile,
             log=log,
             env={"PYTHONUNBUFFERED": "1"},

@@ -1,4 +1,4 @@
-"""``cdc-claims dev up|down|status|reset``: the whole local stack, in dependency order.
+"""``cdc-dev up|down|status|reset``: the whole local stack, in dependency order.
 
     mariadb -> kafka -> connect (Debezium connector RUNNING) -> openimis -> openhim (emulator)
 
@@ -15,11 +15,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-from cdc_claims.devstack.base import Component, Stack, StackError, step
-from cdc_claims.devstack.kafka import KafkaBroker, KafkaConnect
-from cdc_claims.devstack.mariadb import MariaDB
-from cdc_claims.devstack.openhim_component import OpenHimEmulator
-from cdc_claims.devstack.openimis import OpenImis
+from cdc_dev.base import Component, Stack, StackError, step
+from cdc_dev.kafka import KafkaBroker, KafkaConnect
+from cdc_dev.mariadb import MariaDB
+from cdc_dev.openhim_component import OpenHimEmulator
+from cdc_dev.openimis import OpenImis
 
 ORDER = ("mariadb", "kafka", "connect", "openimis", "openhim")
 
@@ -93,6 +93,6 @@ def main(action: str, only: Sequence[str] | None) -> int:
         elif action == "reset":
             reset(only)
     except StackError as err:
-        print(f"cdc-claims dev {action}: {err}", file=sys.stderr)
+        print(f"cdc-dev {action}: {err}", file=sys.stderr)
         return 1
     return 0

@@ -14,7 +14,7 @@ real Bahmni:
 * the Save ends with ``visit_attribute`` ``Visit Status`` (inserted if missing) and one
   ``event_records`` row of category ``Encounter`` (not for voids, like atomfeed).
 
-Everything is resolved by uuid, mapping or name (:mod:`cdc_claims.devstack.bahmni_meta`).
+Everything is resolved by uuid, mapping or name (:mod:`cdc_dev.bahmni_meta`).
 Dates are the current UTC time (whole seconds). Every returned ref carries ``committed_at``:
 ``time.time()`` taken right after COMMIT, for commit → billing-row latency measurements.
 
@@ -41,8 +41,8 @@ from typing import Any, Literal
 
 from pymysql.cursors import DictCursor
 
-from cdc_claims.devstack import bahmni_meta as md
 from cdc_claims.writeback.db import Committed, ConnFactory, transaction
+from cdc_dev import bahmni_meta as md
 
 Certainty = Literal["CONFIRMED", "PROVISIONAL"]
 OrderKind = Literal["drug", "lab", "radiology", "procedure"]

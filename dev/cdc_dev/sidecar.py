@@ -23,11 +23,11 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from cdc_claims.devstack.base import Stack, StackError, http_ok, wait_until
 from cdc_claims.pipeline.consumer_role import CAPTURED_TABLES
-from cdc_claims.settings import KafkaSettings
+from cdc_dev import credentials
+from cdc_dev.base import REPO_ROOT, Stack, StackError, http_ok, wait_until
 
-DEMO_MAPPING = Path(__file__).with_name("mapping.demo.yaml")
+DEMO_MAPPING = REPO_ROOT / "examples" / "mapping.yaml"
 ROLES = ("consumer", "writer", "poller")
 
 
@@ -79,12 +79,10 @@ class Sidecar:
         self.roles = tuple(roles)
         self.metrics_ports = {role: metrics_base_port + i for i, role in enumerate(ROLES)}
         ports = self.stack.ports
-        self.kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{ports.kafka}", group_id=self.group)
+        self.kafka = credentials.kafka(ports, group_id=self.group)
         self.env = {
-            "CDC_CLAIMS_KAFKA__BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            **credentials.sidecar_env(ports),
             "CDC_CLAIMS_KAFKA__GROUP_ID": self.group,
-            "CDC_CLAIMS_DB__PORT": str(ports.mariadb),
-            "CDC_CLAIMS_OPENHIM__BASE_URL": f"http://127.0.0.1:{ports.openhim_http}/openimis/api/api_fhir_r4/",
             "CDC_CLAIMS_MAPPING_FILE": str(DEMO_MAPPING),
             "CDC_CLAIMS_SETTLE__SETTLE_SECONDS": str(settle_seconds),
             "CDC_CLAIMS_POLL_SECONDS": str(poll_seconds),

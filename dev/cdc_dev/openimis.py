@@ -2,7 +2,7 @@
 
 A thin wrapper: the sandbox script owns its processes (PostgreSQL 15 cluster + gunicorn), its
 lock and its pid files under ``<state>/openimis``; this component only passes it the state dir,
-the ports of :class:`~cdc_claims.devstack.base.Ports` and the dump in ``tests/data/openimis``.
+the ports of :class:`~cdc_dev.base.Ports` and the dump in ``tests/data/openimis``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from cdc_claims.devstack.base import REPO_ROOT, Stack, StackError, port_open, tail
+from cdc_dev.base import REPO_ROOT, Stack, StackError, port_open, tail
 
 SANDBOX = REPO_ROOT / "tests" / "stack" / "openimis-sandbox" / "openimis-sandbox"
 DUMP = REPO_ROOT / "tests" / "data" / "openimis" / "imis-demo-pg15.sql.gz"

@@ -1,4 +1,4 @@
-"""``cdc-claims demo``: one Bahmni Save, followed all the way to the billing tables.
+"""``cdc-dev demo``: one Bahmni Save, followed all the way to the billing tables.
 
 1. bring the local stack up (MariaDB + Debezium/Kafka, openIMIS, openHIM emulator);
 2. start the three sidecar roles as real processes (settle window 2 s);
@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from cdc_claims.devstack import stack as dev
-from cdc_claims.devstack.bahmni import BahmniSim, Drug, Dx
-from cdc_claims.devstack.base import Stack, StackError
-from cdc_claims.devstack.mariadb import MariaDB
-from cdc_claims.devstack.openimis import OpenImis
-from cdc_claims.devstack.sidecar import Sidecar
 from cdc_claims.writeback.iclm import encounter_billing_state
+from cdc_dev import stack as dev
+from cdc_dev.bahmni import BahmniSim, Drug, Dx
+from cdc_dev.base import Stack, StackError
+from cdc_dev.mariadb import MariaDB
+from cdc_dev.openimis import OpenImis
+from cdc_dev.sidecar import Sidecar
 
 HYPERTHYROIDISM = "de617543-4e14-11e4-8a57-0800271c1b75"  # demo mapping -> openIMIS ICD A09
 NIFEDIPINE = "6f0242cf-1cf2-4c0d-a522-e8628f0cd988"  # -> item 0171

@@ -1,0 +1,1 @@
+"""Development tooling of cdc-claims: the local stack, the Bahmni simulator, the demo (not shipped)."""
