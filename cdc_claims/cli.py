@@ -56,18 +56,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
         log.configure(settings.log_level)
-        from cdc_claims import roles
-
         if args.command == "run":
+            from cdc_claims import roles
+
             return roles.run_role(args.role, settings)
+        from cdc_claims import commands
+
         if args.command == "check-mapping":
-            return roles.check_mapping(settings)
+            return commands.check_mapping(settings)
         if args.command == "rerun-held":
-            return roles.rerun_held(settings, reason=args.reason, unit_uuid=args.unit)
+            return commands.rerun_held(settings, reason=args.reason, unit_uuid=args.unit)
         if args.command == "resubmit":
-            return roles.resubmit(settings, unit_uuid=args.unit, force=args.force)
+            return commands.resubmit(settings, unit_uuid=args.unit, force=args.force)
         if args.command == "withdrawal-handled":
-            return roles.withdrawal_handled(settings, claim_code=args.claim, lines=args.line, by=args.by)
+            return commands.withdrawal_handled(settings, claim_code=args.claim, lines=args.line, by=args.by)
     except ConfigError as err:
         print(f"cdc-claims: configuration error:\n{err}", file=sys.stderr)
         return 2

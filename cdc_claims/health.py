@@ -53,3 +53,36 @@ class DependencyHealth:
 
 #: The process's own record (one role per process); tests make their own.
 HEALTH = DependencyHealth()
+
+
+class Heartbeat:
+    """Liveness of a role's loop: it completed a step within ``max_age`` seconds."""
+
+    def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_age = max_age
+        self._clock = clock
+        self._last = 0.0
+
+    def beat(self) -> None:
+        self._last = self._clock()
+
+    def __call__(self) -> bool:
+        return self._clock() - self._last < self._max_age
+
+
+class Readiness:
+    """``/readyz``: the loop turns, the role's own check passes (a consumer: assigned and
+    consuming) and no dependency has kept refusing us (openHIM credentials, routing...)."""
+
+    def __init__(self, heartbeat: Heartbeat, health: DependencyHealth = HEALTH) -> None:
+        self.heartbeat = heartbeat
+        self.health = health
+        self.check: Callable[[], bool | str] = lambda: True
+
+    def __call__(self) -> bool | str:
+        if not self.heartbeat():
+            return "loop not turning"
+        own = self.check()
+        if own is not True:
+            return own or "not ready"
+        return self.health.problem() or True

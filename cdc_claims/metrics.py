@@ -7,23 +7,89 @@ these names; a test checks that they do.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from dataclasses import dataclass
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 CHANGE_EVENTS = Counter("cdc_claims_change_events_consumed_total", "Debezium change events consumed", ["table"])
 TRANSACTIONS = Counter("cdc_claims_transactions_completed_total", "Source transactions seen complete (END)")
-CLAIMS_BUILT = Counter("cdc_claims_claims_built_total", "Claims assembled and validated", ["unit"])
-CLAIMS_SUBMITTED = Counter("cdc_claims_claims_submitted_total", "Claims POSTed to openIMIS through openHIM")
-CLAIMS_ACCEPTED = Counter(
-    "cdc_claims_claims_accepted_total", "Claims openIMIS accepted (entered/checked or later)", ["status"]
-)
-CLAIMS_REJECTED = Counter("cdc_claims_claims_rejected_total", "Claims openIMIS rejected (status 1)")
-CLAIMS_HELD = Counter("cdc_claims_claims_held_total", "Claims held as not claimable", ["reason"])
+
+
+@dataclass(frozen=True)
+class ClaimMetrics:
+    """The claim service's counters, handed to it rather than reached for: a test gives it a
+    set on a registry of its own and reads exactly what one run counted."""
+
+    built: Counter
+    submitted: Counter
+    accepted: Counter
+    rejected: Counter
+    held: Counter
+    lines_rejected: Counter
+    nothing_to_claim: Counter
+    withdrawals_needed: Counter
+    status_not_applied: Counter
+    lease_conflicts: Counter
+
+
+def claim_metrics(registry: CollectorRegistry = REGISTRY) -> ClaimMetrics:
+    """Define the claim counters on ``registry`` (the default one exactly once, below)."""
+    return ClaimMetrics(
+        built=Counter("cdc_claims_claims_built_total", "Claims assembled and validated", ["unit"], registry=registry),
+        submitted=Counter(
+            "cdc_claims_claims_submitted_total", "Claims POSTed to openIMIS through openHIM", registry=registry
+        ),
+        accepted=Counter(
+            "cdc_claims_claims_accepted_total",
+            "Claims openIMIS accepted (entered/checked or later)",
+            ["status"],
+            registry=registry,
+        ),
+        rejected=Counter("cdc_claims_claims_rejected_total", "Claims openIMIS rejected (status 1)", registry=registry),
+        held=Counter("cdc_claims_claims_held_total", "Claims held as not claimable", ["reason"], registry=registry),
+        lines_rejected=Counter(
+            "cdc_claims_claim_lines_rejected_total", "Claim lines openIMIS rejected", ["reason_code"], registry=registry
+        ),
+        nothing_to_claim=Counter(
+            "cdc_claims_units_nothing_to_claim_total",
+            "Encounters/visits with nothing billable (not held)",
+            ["unit"],
+            registry=registry,
+        ),
+        withdrawals_needed=Counter(
+            "cdc_claims_withdrawals_needed_total",
+            "Claims (or lines) in openIMIS that must be withdrawn",
+            ["reason"],
+            registry=registry,
+        ),
+        status_not_applied=Counter(
+            "cdc_claims_status_not_applied_total",
+            "openIMIS statuses recorded but not applied (backward, unknown code, unreadable)",
+            ["kind"],
+            registry=registry,
+        ),
+        lease_conflicts=Counter(
+            "cdc_claims_lease_conflicts_total",
+            "Units another sidecar was submitting (waited for, not POSTed twice)",
+            registry=registry,
+        ),
+    )
+
+
+CLAIM = claim_metrics()
+CLAIMS_BUILT = CLAIM.built
+CLAIMS_SUBMITTED = CLAIM.submitted
+CLAIMS_ACCEPTED = CLAIM.accepted
+CLAIMS_REJECTED = CLAIM.rejected
+CLAIMS_HELD = CLAIM.held
+CLAIM_LINES_REJECTED = CLAIM.lines_rejected
+UNITS_NOTHING_TO_CLAIM = CLAIM.nothing_to_claim
+WITHDRAWALS_NEEDED = CLAIM.withdrawals_needed
+STATUS_NOT_APPLIED = CLAIM.status_not_applied
+LEASE_CONFLICTS = CLAIM.lease_conflicts
 CLAIMS_HELD_CURRENT = Gauge("cdc_claims_held_claims", "Claims currently held (ledger rows), by reason", ["reason"])
-CLAIM_LINES_REJECTED = Counter(
-    "cdc_claims_claim_lines_rejected_total", "Claim lines openIMIS rejected", ["reason_code"]
-)
 SUBMIT_LATENCY = Histogram(
     "cdc_claims_submit_duration_seconds", "Duration of one claim POST through openHIM", buckets=LATENCY_BUCKETS
 )
@@ -37,26 +103,12 @@ DEAD_LETTERS = Counter("cdc_claims_dead_letters_total", "Records sent to the dea
 UPSTREAM_ERRORS = Counter("cdc_claims_upstream_errors_total", "openHIM/openIMIS errors by kind", ["kind"])
 REPLIES_WRITTEN = Counter("cdc_claims_replies_written_total", "ClaimResponses applied to the iclm_* tables", ["status"])
 PENDING_UNITS = Gauge("cdc_claims_pending_units", "Encounters/visits waiting for their settle window")
-UNITS_NOTHING_TO_CLAIM = Counter(
-    "cdc_claims_units_nothing_to_claim_total", "Encounters/visits with nothing billable (not held)", ["unit"]
-)
-WITHDRAWALS_NEEDED = Counter(
-    "cdc_claims_withdrawals_needed_total", "Claims (or lines) in openIMIS that must be withdrawn", ["reason"]
-)
-STATUS_NOT_APPLIED = Counter(
-    "cdc_claims_status_not_applied_total",
-    "openIMIS statuses recorded but not applied (backward, unknown code, unreadable)",
-    ["kind"],
-)
 UPSTREAM_FAILING = Gauge(
     "cdc_claims_upstream_failing",
     "1 while a dependency keeps refusing us, by dependency and cause (auth, unreachable, no_channel...)",
     ["dependency", "cause"],
 )
 UNIT_RETRIES = Counter("cdc_claims_unit_retries_total", "Units put back for a later retry, by reason", ["reason"])
-LEASE_CONFLICTS = Counter(
-    "cdc_claims_lease_conflicts_total", "Units another sidecar was submitting (waited for, not POSTed twice)"
-)
 KAFKA_ERRORS = Counter("cdc_claims_kafka_errors_total", "Kafka operations that failed and were retried", ["op"])
 CONSUMER_REBUILDS = Counter(
     "cdc_claims_consumer_rebuilds_total", "Kafka consumers closed and rebuilt (stall, lost membership)", ["cause"]

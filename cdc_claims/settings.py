@@ -112,3 +112,5 @@ class Settings(BaseSettings):
     #: How long a sidecar holds a unit's submit lease (longer than the slowest POST with its
     #: retries); another sidecar waits this long at most after a crash mid-POST.
     lease_seconds: float = Field(default=300.0, ge=10)
+    #: Tests only: crash the consumer at this point of the submit path (``cdc_claims.failpoints``).
+    failpoint: str | None = None

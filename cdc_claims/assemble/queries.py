@@ -198,3 +198,11 @@ ORDER_ENCOUNTERS = "SELECT order_id, encounter_id FROM orders WHERE order_id IN 
 PATIENT_ENCOUNTERS = "SELECT encounter_id FROM encounter WHERE patient_id = %s AND voided = 0 ORDER BY encounter_id"
 
 PATIENT_VISITS = "SELECT visit_id FROM visit WHERE patient_id = %s AND voided = 0 ORDER BY visit_id"
+
+PERSON_UUIDS = "SELECT person_id, uuid FROM person WHERE person_id IN ({ids})"
+
+ENCOUNTER_IDS_BY_UUID = "SELECT uuid, encounter_id FROM encounter WHERE uuid IN ({ids})"
+
+ENCOUNTER_ID_BY_UUID = "SELECT encounter_id AS id FROM encounter WHERE uuid = %s"
+
+VISIT_ID_BY_UUID = "SELECT visit_id AS id FROM visit WHERE uuid = %s"

@@ -176,6 +176,34 @@ class OpenMrsReader:
                 cur, meta, unit_kind="visit", unit_uuid=vrow["uuid"], vrow=vrow, erows=active or encs, voided=voided
             )
 
+    def read(self, kind: UnitKind, unit_id: int) -> ClaimContext:
+        """The claim context of a settled unit (the claim service's ``Reader`` port)."""
+        return self.read_visit(unit_id) if kind == "visit" else self.read_encounter(unit_id)
+
+    def unit_id(self, kind: UnitKind, uuid: str) -> int | None:
+        """The integer id of an encounter or visit by uuid (None when it is gone)."""
+        with self._cursor() as cur:
+            row = _one(cur, q.VISIT_ID_BY_UUID if kind == "visit" else q.ENCOUNTER_ID_BY_UUID, (uuid,))
+        return int(row["id"]) if row else None
+
+    def person_uuids(self, person_ids: Iterable[int]) -> dict[int, str]:
+        """person_id -> uuid (patients are persons)."""
+        ids = sorted(set(person_ids))
+        if not ids:
+            return {}
+        with self._cursor() as cur:
+            rows = _all(cur, q.PERSON_UUIDS.format(ids=q.in_list(len(ids))), ids)
+        return {int(r["person_id"]): str(r["uuid"]) for r in rows}
+
+    def encounter_ids(self, uuids: Iterable[str]) -> dict[str, int]:
+        """encounter uuid -> encounter_id (missing ones are left out)."""
+        wanted = sorted(set(uuids))
+        if not wanted:
+            return {}
+        with self._cursor() as cur:
+            rows = _all(cur, q.ENCOUNTER_IDS_BY_UUID.format(ids=q.in_list(len(wanted))), wanted)
+        return {str(r["uuid"]): int(r["encounter_id"]) for r in rows}
+
     def encounter_visit(self, encounter_ids: Iterable[int]) -> dict[int, int]:
         """encounter_id -> visit_id (encounters without a visit are left out)."""
         ids = sorted(set(encounter_ids))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -227,3 +227,13 @@ def _lines(ctx: ClaimContext, mapping: ClaimMapping) -> tuple[ClaimLine, ...]:
     if missing:
         raise NotClaimable("unmapped_line", f"{len(missing)} unmapped: " + "; ".join(missing))
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class DraftBuilder:
+    """The claim service's ``DraftBuilder`` port: :func:`build_draft` bound to one mapping."""
+
+    mapping: ClaimMapping
+
+    def __call__(self, ctx: ClaimContext, *, created: date, revision: int) -> ClaimDraft:
+        return build_draft(ctx, self.mapping, created=created, revision=revision)

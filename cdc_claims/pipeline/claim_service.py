@@ -17,10 +17,8 @@ content changed after a code reached openIMIS is never re-sent under that code.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from cdc_claims import metrics
@@ -37,11 +35,22 @@ from cdc_claims.errors import (
     UnknownClaimStatus,
     WriteBackError,
 )
-from cdc_claims.failpoints import failpoint
+from cdc_claims.failpoints import no_failpoint
 from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
 from cdc_claims.lifecycle import SUBMITTED_STATES, Event, State, advance, response_event
 from cdc_claims.log import get_logger
-from cdc_claims.pipeline.ports import ClaimApi, DraftBuilder, LedgerPort, Publisher, Reader, Renderer, UnitRef
+from cdc_claims.metrics import ClaimMetrics
+from cdc_claims.pipeline.ports import (
+    ClaimApi,
+    Clock,
+    DraftBuilder,
+    LedgerPort,
+    Publisher,
+    Reader,
+    Renderer,
+    SystemClock,
+    UnitRef,
+)
 from cdc_claims.reply.model import (
     NormalizedResponse,
     ReplyMessage,
@@ -95,8 +104,9 @@ class ClaimService:
         owner: str = "cdc-claims",
         lease_seconds: float = 300.0,
         holder_dead: Callable[[str], bool] = lambda _holder: False,
-        today: Callable[[], date] = lambda: datetime.now(UTC).date(),
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock | None = None,
+        counters: ClaimMetrics | None = None,
+        failpoint: Callable[[str], None] = no_failpoint,
     ) -> None:
         self._reader = reader
         self._build = build_draft
@@ -106,8 +116,9 @@ class ClaimService:
         self._pub = publisher
         self._ledger = ledger
         self._supplements = supplements
-        self._today = today
-        self._now = now
+        self._clock = clock or SystemClock()
+        self._count = counters or metrics.CLAIM
+        self._failpoint = failpoint
         self._owner = owner
         self._lease_seconds = lease_seconds
         self._holder_dead = holder_dead
@@ -124,7 +135,7 @@ class ClaimService:
         sidecars never work on one unit at once; the loser gets :class:`LeaseHeld` (retriable)
         and finds the claim done when it tries again.
         """
-        ctx = self._reader.read(unit)
+        ctx = self._reader.read(unit.kind, unit.id)
         holder = self._ledger.acquire_lease(ctx.unit_kind, ctx.unit_uuid, self._owner, self._lease_seconds)
         if holder != self._owner and holder is not None and self._holder_dead(holder):
             # the holder crashed on this very host (a restarted container): no need to wait it out
@@ -132,7 +143,7 @@ class ClaimService:
                 ctx.unit_kind, ctx.unit_uuid, self._owner, self._lease_seconds, steal_from=holder
             )
         if holder != self._owner:
-            metrics.LEASE_CONFLICTS.inc()
+            self._count.lease_conflicts.inc()
             raise LeaseHeld(f"{ctx.unit_kind} {ctx.unit_uuid} is being submitted by another sidecar")
         try:
             return self._process(unit, ctx, resubmit=resubmit or force, force=force)
@@ -145,7 +156,7 @@ class ClaimService:
     def park(self, unit: UnitRef, reason: str, text: str) -> None:
         """Give up on a unit after repeated unexpected errors: ``failed`` with ``reason``, so it is
         visible and ``rerun-held`` picks it up (never left ``submitting`` with nobody to retry)."""
-        ctx = self._reader.read(unit)
+        ctx = self._reader.read(unit.kind, unit.id)
         entry = self._ledger.get(ctx.unit_kind, ctx.unit_uuid)
         state = entry.state if entry is not None else State.DETECTED
         if state in SUBMITTED_STATES and state is not State.SUBMITTING:
@@ -177,7 +188,7 @@ class ClaimService:
         bound = log.bind(unit=str(unit), unit_uuid=ctx.unit_uuid)
 
         try:
-            draft: ClaimDraft | None = self._build(ctx, created=self._today(), revision=revision)
+            draft: ClaimDraft | None = self._build(ctx, created=self._clock.now().date(), revision=revision)
             held: NotClaimable | None = None
         except NotClaimable as not_claimable:
             draft, held = None, not_claimable
@@ -198,7 +209,7 @@ class ClaimService:
                 return self._changed_after_submit(unit, ctx, entry, draft, force=force)
         elif state is not State.SUBMITTING:
             state = advance(state, Event.SETTLE)  # held, failed, cancelled... re-enter here
-        metrics.CLAIMS_BUILT.labels(unit=ctx.unit_kind).inc()
+        self._count.built.labels(unit=ctx.unit_kind).inc()
         return self._submit(unit, ctx, entry, state, draft)
 
     def _resolve_in_doubt(self, ctx: ClaimContext, entry: LedgerEntry) -> LedgerEntry:
@@ -214,7 +225,7 @@ class ClaimService:
             log.info("in_doubt_claim_not_in_openimis", claim_code=code, unit_uuid=ctx.unit_uuid)
             return replace(entry, state=advance(State.SUBMITTING, Event.FAIL))
         try:
-            normalized = self._normalize(response, sent, received_at=self._now())
+            normalized = self._normalize(response, sent, received_at=self._clock.now())
         except UnknownClaimStatus as unknown:
             resolved = replace(entry, state=State.UNKNOWN_STATUS, reason="unknown_status", detail=unknown.message)
             return self._store_original(resolved)
@@ -237,9 +248,9 @@ class ClaimService:
             return self._hold_draft(unit, ctx, draft, "invalid_claim", str(invalid))
         self._record(ctx, draft, advance(state, Event.SUBMIT), attempts=attempts)
         replayed = False
-        started = time.monotonic()
+        started = self._clock.monotonic()
         try:
-            metrics.CLAIMS_SUBMITTED.inc()
+            self._count.submitted.inc()
             response = self._api.submit_claim(claim)
         except DuplicateClaimCode:
             replayed = True
@@ -250,18 +261,18 @@ class ClaimService:
         # any other SubmitError is retriable (network, 5xx, auth, no channel): it propagates and
         # the row stays "submitting" under this lease-free unit until the consumer's next try
 
-        submit_seconds = time.monotonic() - started
-        failpoint("after_submit")  # openIMIS has the claim; no reply, ledger still "submitting"
+        submit_seconds = self._clock.monotonic() - started
+        self._failpoint("after_submit")  # openIMIS has the claim; no reply, ledger still "submitting"
         try:
-            normalized = self._normalize(response, draft, received_at=self._now())
+            normalized = self._normalize(response, draft, received_at=self._clock.now())
         except UnknownClaimStatus as unknown:  # openIMIS holds it: follow it, never re-send it
             return self._unknown_status(unit, ctx, draft, attempts, unknown)
         except ResponseMismatch as mismatch:  # keep it visible, re-runnable
             return self._fail(unit, ctx, draft, attempts, reason="unreadable_response", text=str(mismatch))
-        timings = Timings(unit.captured_ms, submit_seconds, int(time.time() * 1000))
+        timings = Timings(unit.captured_ms, submit_seconds, int(self._clock.now().timestamp() * 1000))
         self._pub.reply(ReplyMessage(draft, normalized, unit.source_committed_ms, timings))
         self._pub.flush()
-        failpoint("after_reply")  # reply published; ledger and offsets not yet moved on
+        self._failpoint("after_reply")  # reply published; ledger and offsets not yet moved on
         # The audit Bundle (Claim as sent + Patient, Encounter, ...) is off the writer's critical path.
         self._pub.audit(draft.code, self._render.audit_bundle(ctx, draft, claim))
         new_state = advance(State.SUBMITTING, response_event(normalized.openimis_status))
@@ -274,7 +285,7 @@ class ClaimService:
             rejected=rejected_lines(normalized),
         )
         self._pub.flush()
-        _count_response(normalized)
+        self._count_response(normalized)
         log.info(
             "claim_submitted",
             claim_code=draft.code,
@@ -290,9 +301,9 @@ class ClaimService:
     ) -> UnitResult:
         detail = text[:2000]
         self._record(ctx, draft, advance(State.SUBMITTING, Event.FAIL), attempts=attempts, reason=reason, detail=detail)
-        self._pub.held(draft.code, _held_payload(ctx, draft.code, reason, detail, "failed"))
+        self._pub.held(draft.code, self._notice(ctx, draft.code, reason, detail, "failed"))
         self._pub.flush()
-        metrics.CLAIMS_HELD.labels(reason=reason).inc()
+        self._count.held.labels(reason=reason).inc()
         log.warning("claim_failed", claim_code=draft.code, unit_uuid=ctx.unit_uuid, reason=reason, detail=detail[:300])
         return UnitResult(unit, "failed", draft.code, reason=reason)
 
@@ -309,18 +320,18 @@ class ClaimService:
             detail=detail,
             openimis_claim_uuid=unknown.claim_uuid,
         )
-        self._pub.held(draft.code, _held_payload(ctx, draft.code, "unknown_status", detail, "notice"))
+        self._pub.held(draft.code, self._notice(ctx, draft.code, "unknown_status", detail, "notice"))
         self._pub.flush()
-        metrics.STATUS_NOT_APPLIED.labels(kind="unknown_status").inc()
+        self._count.status_not_applied.labels(kind="unknown_status").inc()
         log.warning("claim_unknown_status", claim_code=draft.code, unit_uuid=ctx.unit_uuid, code=unknown.code)
         return UnitResult(unit, "unknown_status", draft.code, reason="unknown_status", status="unknown_status")
 
     def _hold_draft(self, unit: UnitRef, ctx: ClaimContext, draft: ClaimDraft, reason: str, text: str) -> UnitResult:
         detail = text[:2000]
         self._record(ctx, draft, advance(State.SETTLED, Event.HOLD), attempts=0, reason=reason, detail=detail)
-        self._pub.held(ctx.unit_uuid, _held_payload(ctx, draft.code, reason, detail, "held"))
+        self._pub.held(ctx.unit_uuid, self._notice(ctx, draft.code, reason, detail, "held"))
         self._pub.flush()
-        metrics.CLAIMS_HELD.labels(reason=reason).inc()
+        self._count.held.labels(reason=reason).inc()
         log.warning("claim_held", unit_uuid=ctx.unit_uuid, reason=reason, detail=detail[:300])
         return UnitResult(unit, "held", draft.code, reason=reason)
 
@@ -334,7 +345,7 @@ class ClaimService:
                 return self._withdrawal_needed(unit, ctx, entry, held)
             # openIMIS already holds a claim for this unit: never silently drop that fact.
             detail = f"{HELD_REASONS[held.reason]} after the claim was submitted: {held.detail}"
-            self._pub.held(code, _held_payload(ctx, code, held.reason, detail, "notice"))
+            self._pub.held(code, self._notice(ctx, code, held.reason, detail, "notice"))
             self._pub.flush()
             log.warning("submitted_claim_now_not_claimable", claim_code=code, reason=held.reason)
             return UnitResult(unit, "changed_after_submit", code, reason=held.reason)
@@ -365,15 +376,15 @@ class ClaimService:
         )
         if new_state is State.NOTHING_TO_CLAIM:
             # registration, lab results, admission...: not a held claim nobody must chase
-            metrics.UNITS_NOTHING_TO_CLAIM.labels(unit=ctx.unit_kind).inc()
+            self._count.nothing_to_claim.labels(unit=ctx.unit_kind).inc()
             log.info("nothing_to_claim", unit_uuid=ctx.unit_uuid)
             return UnitResult(unit, "nothing_to_claim", code or None, reason=held.reason)
         kind: Literal["held", "cancelled", "failed"] = (
             "cancelled" if new_state is State.CANCELLED else "failed" if new_state is State.FAILED else "held"
         )
-        self._pub.held(ctx.unit_uuid, _held_payload(ctx, code or None, held.reason, held.detail, kind))
+        self._pub.held(ctx.unit_uuid, self._notice(ctx, code or None, held.reason, held.detail, kind))
         self._pub.flush()
-        metrics.CLAIMS_HELD.labels(reason=held.reason).inc()
+        self._count.held.labels(reason=held.reason).inc()
         log.info("claim_held", unit_uuid=ctx.unit_uuid, reason=held.reason, state=new_state.value)
         return UnitResult(unit, "failed" if kind == "failed" else kind, code or None, reason=held.reason)
 
@@ -395,11 +406,13 @@ class ClaimService:
         for record in self._history(ctx, entry):
             if record.state not in SUBMITTED_STATES or _whole_claim(record):
                 continue
-            self._pub.withdrawal(WithdrawalNotice(record.claim_code, reason, detail, self._now(), whole_claim=True))
+            self._pub.withdrawal(
+                WithdrawalNotice(record.claim_code, reason, detail, self._clock.now(), whole_claim=True)
+            )
             whole = {"*": {"code": "*", "quantity": "all", "why": "voided"}}
             self._ledger.upsert_claim(replace(record, withdrawal=json.dumps(whole)))
-            metrics.WITHDRAWALS_NEEDED.labels(reason=reason).inc()
-        self._pub.held(code, _held_payload(ctx, code, reason, detail, "withdrawal"))
+            self._count.withdrawals_needed.labels(reason=reason).inc()
+        self._pub.held(code, self._notice(ctx, code, reason, detail, "withdrawal"))
         self._pub.flush()
         self._ledger.upsert(replace(entry, reason=reason, detail=detail))
         log.warning("claim_withdrawal_needed", claim_code=code, unit_uuid=ctx.unit_uuid, reason=reason)
@@ -434,7 +447,7 @@ class ClaimService:
                     original_code=code,
                     related_code=code,
                     seq=seq,
-                    created=self._today(),
+                    created=self._clock.now().date(),
                 )
                 record = _follow_up_record(ctx, follow, "supplement", seq)
                 self._send_follow_up(unit, ctx, record, follow)
@@ -442,7 +455,7 @@ class ClaimService:
                 outcome = "supplemented"
             else:
                 notes.append(f"lines added after submission, not sent (supplements are off): {lines}")
-                metrics.CLAIMS_HELD.labels(reason="changed_after_submit").inc()
+                self._count.held.labels(reason="changed_after_submit").inc()
         for rejected_code, lines_ in change.replacement.items():
             seq = 1 + max((r.seq for r in history if r.kind == "replacement"), default=0)
             follow = corrections.follow_up(
@@ -452,7 +465,7 @@ class ClaimService:
                 original_code=code,
                 related_code=rejected_code,
                 seq=seq,
-                created=self._today(),
+                created=self._clock.now().date(),
             )
             self._send_follow_up(unit, ctx, _follow_up_record(ctx, follow, "replacement", seq), follow)
             notes.append(f"replacement {follow.code} sent for corrected lines openIMIS had rejected in {rejected_code}")
@@ -464,7 +477,7 @@ class ClaimService:
             notes.append("diagnoses changed after submission: openIMIS keeps the submitted ones (docs/corrections.md)")
         detail = ("; ".join(notes) or "changed after submission; nothing billable changed")[:2000]
         reason = _change_reason(change, self._supplements)
-        self._pub.held(code, {**_held_payload(ctx, code, reason, detail, "notice"), "lines": _lines_payload(change)})
+        self._pub.held(code, {**self._notice(ctx, code, reason, detail, "notice"), "lines": _lines_payload(change)})
         self._pub.flush()
         self._ledger.upsert(replace(entry, content_hash=draft.content_hash, reason=reason, detail=detail))
         log.warning("claim_changed_after_submit", claim_code=code, unit_uuid=ctx.unit_uuid, reason=reason)
@@ -509,11 +522,11 @@ class ClaimService:
                     record.claim_code,
                     "changed_after_submit",
                     detail or "withdrawal no longer needed",
-                    self._now(),
+                    self._clock.now(),
                     source_uuids=tuple(sorted(lines)),
                 )
             )
-            metrics.WITHDRAWALS_NEEDED.labels(reason="changed_after_submit").inc(len(set(lines) - set(stored)))
+            self._count.withdrawals_needed.labels(reason="changed_after_submit").inc(len(set(lines) - set(stored)))
         return changed
 
     def _send_follow_up(self, unit: UnitRef, ctx: ClaimContext, record: ClaimRecord, draft: ClaimDraft) -> None:
@@ -526,9 +539,9 @@ class ClaimService:
             )
             return
         self._ledger.upsert_claim(replace(record, state=State.SUBMITTING, draft_json=encode_draft(draft)))
-        started = time.monotonic()
+        started = self._clock.monotonic()
         try:
-            metrics.CLAIMS_SUBMITTED.inc()
+            self._count.submitted.inc()
             response = self._api.submit_claim(claim)
         except DuplicateClaimCode:
             response = self._api.get_claim_response(draft.code)
@@ -536,13 +549,13 @@ class ClaimService:
             self._ledger.upsert_claim(
                 replace(record, state=State.FAILED, reason="refused_by_openimis", detail=refused.message[:2000])
             )
-            self._pub.held(draft.code, _held_payload(ctx, draft.code, "refused_by_openimis", refused.message, "failed"))
+            self._pub.held(draft.code, self._notice(ctx, draft.code, "refused_by_openimis", refused.message, "failed"))
             self._pub.flush()
-            metrics.CLAIMS_HELD.labels(reason="refused_by_openimis").inc()
+            self._count.held.labels(reason="refused_by_openimis").inc()
             return
-        submit_seconds = time.monotonic() - started
+        submit_seconds = self._clock.monotonic() - started
         try:
-            normalized = self._normalize(response, draft, received_at=self._now())
+            normalized = self._normalize(response, draft, received_at=self._clock.now())
         except UnknownClaimStatus as unknown:
             self._ledger.upsert_claim(
                 replace(
@@ -559,7 +572,7 @@ class ClaimService:
                 replace(record, state=State.FAILED, reason="unreadable_response", detail=str(mismatch)[:2000])
             )
             return
-        timings = Timings(unit.captured_ms, submit_seconds, int(time.time() * 1000))
+        timings = Timings(unit.captured_ms, submit_seconds, int(self._clock.now().timestamp() * 1000))
         self._pub.reply(ReplyMessage(draft, normalized, unit.source_committed_ms, timings))
         self._pub.flush()
         self._pub.audit(draft.code, self._render.audit_bundle(ctx, draft, claim))
@@ -574,7 +587,7 @@ class ClaimService:
             )
         )
         self._pub.flush()
-        _count_response(normalized)
+        self._count_response(normalized)
         log.info("follow_up_submitted", claim_code=draft.code, kind=record.kind, lines=len(draft.lines))
 
     def _record(
@@ -629,6 +642,31 @@ class ClaimService:
                 )
             )
         return self._ledger.upsert(entry)
+
+    # ------------------------------------------------------------------ notices and counts
+    def _notice(self, ctx: ClaimContext, code: str | None, reason: str, detail: str, kind: str) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "unit_kind": ctx.unit_kind,
+            "unit_uuid": ctx.unit_uuid,
+            "visit_uuid": ctx.visit.uuid,
+            "patient_uuid": ctx.patient.uuid,
+            "encounter_uuids": [e.uuid for e in ctx.encounters],
+            "claim_code": code,
+            "reason": reason,
+            "reason_text": HELD_REASONS.get(reason, reason),
+            "detail": detail,
+            "at": self._clock.now().isoformat(),
+        }
+
+    def _count_response(self, normalized: NormalizedResponse) -> None:
+        if normalized.openimis_status == 1:
+            self._count.rejected.inc()
+        else:
+            self._count.accepted.labels(status=normalized.iclm_status).inc()
+        for line in normalized.lines:
+            if line.status == "REJECTED":
+                self._count.lines_rejected.labels(reason_code=str(line.reason_code)).inc()
 
 
 def rejected_lines(normalized: NormalizedResponse) -> tuple[str, ...]:
@@ -708,29 +746,3 @@ def _revision_of(code: str) -> int:
     """Revision suffix ``-R<n>`` of a claim code (0 when absent)."""
     head, sep, tail = code.rpartition("-R")
     return int(tail) if sep and head and tail.isdigit() else 0
-
-
-def _held_payload(ctx: ClaimContext, code: str | None, reason: str, detail: str, kind: str) -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "unit_kind": ctx.unit_kind,
-        "unit_uuid": ctx.unit_uuid,
-        "visit_uuid": ctx.visit.uuid,
-        "patient_uuid": ctx.patient.uuid,
-        "encounter_uuids": [e.uuid for e in ctx.encounters],
-        "claim_code": code,
-        "reason": reason,
-        "reason_text": HELD_REASONS.get(reason, reason),
-        "detail": detail,
-        "at": datetime.now(UTC).isoformat(),
-    }
-
-
-def _count_response(normalized: NormalizedResponse) -> None:
-    if normalized.openimis_status == 1:
-        metrics.CLAIMS_REJECTED.inc()
-    else:
-        metrics.CLAIMS_ACCEPTED.labels(status=normalized.iclm_status).inc()
-    for line in normalized.lines:
-        if line.status == "REJECTED":
-            metrics.CLAIM_LINES_REJECTED.labels(reason_code=str(line.reason_code)).inc()

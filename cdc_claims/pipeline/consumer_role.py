@@ -30,9 +30,8 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Protocol
 
 from cdc_claims import metrics
 from cdc_claims.capture import Position, RowChange, Transaction, TransactionBuffer, parse_record, slim, touched_by
@@ -40,7 +39,7 @@ from cdc_claims.capture.touched import EXTRACTORS
 from cdc_claims.errors import CdcClaimsError, ConsumerStalled, KafkaUnavailable, MalformedEvent
 from cdc_claims.log import get_logger
 from cdc_claims.pipeline.offsets import OffsetTracker
-from cdc_claims.pipeline.ports import UnitRef
+from cdc_claims.pipeline.ports import ConsumerSink, Lookups, Partition, Record, RecordSource, UnitRef, UnitService
 from cdc_claims.pipeline.stall import LagReport, StallDetector
 from cdc_claims.settings import Settings
 from cdc_claims.settle import Due, SettleTracker, Unit
@@ -54,35 +53,11 @@ CAPTURED_TABLES = tuple(EXTRACTORS)
 MAX_UNIT_ATTEMPTS = 8
 
 
-class UnitService(Protocol):
-    """The claim service as the consumer sees it."""
-
-    def process(self, unit: UnitRef) -> object: ...
-    def park(self, unit: UnitRef, reason: str, text: str) -> None: ...
-
-
 def backoff(attempt: int, cap: float, rng: Callable[[], float] = random.random) -> float:
     """Seconds before try ``attempt + 1``: 2, 4, 8... capped at ``cap``, then jittered down to
     half, so units that failed together (openIMIS down) do not all come back in one burst."""
     base = min(cap, 2.0 ** min(attempt, 30))
     return base * (0.5 + 0.5 * rng())
-
-
-class Lookups(Protocol):
-    """The few database look-ups the consumer needs before a unit can be settled."""
-
-    def order_encounters(self, order_ids: Iterable[int]) -> Mapping[int, int]: ...
-    def encounter_visit(self, encounter_ids: Iterable[int]) -> Mapping[int, int]: ...
-    def patient_held_encounters(self, patient_ids: Iterable[int]) -> Iterable[tuple[str, int]]: ...
-
-
-class DeadLetterSink(Protocol):
-    def dead_letter(
-        self, *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, reason: str
-    ) -> None: ...
-
-    def held(self, key: str, payload: Mapping[str, Any]) -> None: ...
-    def flush(self) -> None: ...
 
 
 def data_topics(settings: Settings) -> list[str]:
@@ -93,13 +68,11 @@ class ConsumerRole:
     def __init__(
         self,
         *,
-        consumer: Any,
+        consumer: RecordSource,
         service: UnitService,
         lookups: Lookups,
-        sink: DeadLetterSink,
+        sink: ConsumerSink,
         settings: Settings,
-        commit: Callable[[Any, dict[tuple[str, int], int]], None],
-        seek_to_committed: Callable[[Any, list[Any]], None] = lambda _consumer, _parts: None,
         clock: Callable[[], float] = time.monotonic,
         expire_after: float = 120.0,
         concurrency: int = 4,
@@ -109,8 +82,6 @@ class ConsumerRole:
         self._service = service
         self._lookups = lookups
         self._sink = sink
-        self._commit_fn = commit
-        self._seek = seek_to_committed
         self._clock = clock
         self._rng = rng
         self._expire_after = expire_after
@@ -120,7 +91,7 @@ class ConsumerRole:
         self._reset()
         self._last_commit = 0.0
         self.stall = StallDetector(settings.kafka.stall_seconds, started=clock())
-        self._assignment: list[Any] = []
+        self._assignment: list[Partition] = []
         self._rebalanced = False
         self._revoked = False
         # Units run on worker threads (each claim waits ~0.2 s on openIMIS); the settle tracker,
@@ -138,13 +109,13 @@ class ConsumerRole:
         self._inflight: dict[Future[object], tuple[Due, UnitRef]] = {}
 
     # ------------------------------------------------------------------ rebalance
-    def on_revoked(self, parts: list[Any]) -> None:
+    def on_revoked(self, parts: list[Partition]) -> None:
         """Partitions are being taken away. kafka-python calls this on its IO thread, where no
         blocking call (a commit) may run: only note it; :meth:`step` finishes the units in
         flight, commits what is durable and forgets the rest right after the poll."""
         self._revoked = True
 
-    def on_assigned(self, parts: list[Any]) -> None:
+    def on_assigned(self, parts: list[Partition]) -> None:
         self._assignment = list(parts)
         self.stall.assigned(self._clock(), len(parts))
         self._rebalanced = True  # rewind to the committed offsets before reading on
@@ -161,7 +132,7 @@ class ConsumerRole:
             self._reset()
         if self._rebalanced:
             self._rebalanced = False
-            self._seek(self._consumer, self._assignment)
+            self._consumer.seek_to_committed(self._assignment)
 
     def ready(self) -> bool | str:
         """Readiness: assigned and consuming (not stalled), or a standby of a stable group."""
@@ -214,7 +185,7 @@ class ConsumerRole:
         self._commit(force=True)
         return [str(ref) for _due, ref in self._inflight.values()]
 
-    def _consume(self, record: Any, now: float) -> None:
+    def _consume(self, record: Record, now: float) -> None:
         position = Position(record.topic, record.partition, record.offset)
         if not self.offsets.track(position):
             return  # same-position redelivery
@@ -388,7 +359,7 @@ class ConsumerRole:
         self._last_commit = now
         if offsets:
             try:
-                self._commit_fn(self._consumer, dict(offsets))
+                self._consumer.commit(dict(offsets))
             except KafkaUnavailable as err:
                 # broker restart or rebalance: nothing is lost, the same offsets go next time
                 log.warning("commit_failed", error=str(err)[:300])

@@ -23,7 +23,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from cdc_claims import metrics
 from cdc_claims.errors import KafkaUnavailable
 from cdc_claims.log import get_logger
-from cdc_claims.pipeline.ports import JsonDict
+from cdc_claims.pipeline.ports import JsonDict, Offsets, Partition
 from cdc_claims.reply.model import ReplyMessage, WithdrawalNotice, encode_reply, encode_withdrawal
 from cdc_claims.settings import KafkaSettings
 
@@ -88,30 +88,6 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         metrics.REBALANCES.labels(event="assigned").inc()
         log.info("partitions_assigned", partitions=parts)
         self._assigned(list(assigned))
-
-
-def commit(consumer: Any, offsets: Mapping[tuple[str, int], int]) -> None:
-    """Commit ``{(topic, partition): next_offset}`` synchronously (KafkaUnavailable on failure)."""
-    raw = consumer.raw if isinstance(consumer, GuardedConsumer) else consumer
-    if offsets:
-        parts = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
-        kafka_call("commit", lambda: raw.commit(offsets=parts))
-
-
-def seek_to_committed(consumer: Any, parts: Iterable[Any]) -> None:
-    """Rewind ``parts`` to the group's committed offsets (the beginning when none): after a
-    rebalance the role forgets what it had not finished, so it must read that again."""
-    consumer = consumer.raw if isinstance(consumer, GuardedConsumer) else consumer
-    try:
-        for tp in parts:
-            committed = consumer.committed(tp, timeout_ms=10000)
-            if committed is None:
-                consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, committed)
-    except KafkaError as err:
-        metrics.KAFKA_ERRORS.labels(op="seek").inc()
-        raise KafkaUnavailable(f"kafka seek: {type(err).__name__}: {err}") from err
 
 
 def make_producer(settings: KafkaSettings, client_id: str) -> KafkaProducer:
@@ -216,6 +192,15 @@ class LagReporter:
         self._last = now
         return kafka_call("lag", self._report)
 
+    def maybe_report_quietly(self) -> dict[tuple[str, int], tuple[int, bool]] | None:
+        """:meth:`maybe_report`, but a broker that cannot answer is logged: the lag is a
+        report, it never stops a role."""
+        try:
+            return self.maybe_report()
+        except KafkaUnavailable as err:
+            log.warning("lag_report_failed", error=str(err)[:200])
+            return None
+
     def _report(self) -> dict[tuple[str, int], tuple[int, bool]]:
         consumer = self._consumer
         assigned = set(consumer.assignment())
@@ -240,6 +225,20 @@ class LagReporter:
         return report
 
 
+def subscribe(consumer: KafkaConsumer, topics: list[str], listener: ConsumerRebalanceListener | None = None) -> None:
+    """Fetch the topics' metadata, then subscribe.
+
+    A JoinGroup sent before the consumer knows the topics' partitions gets an empty assignment,
+    and the rejoin that the metadata then triggers can hang in kafka-python (seen at start and
+    after broker restarts); the consumer role's stall detector is the net under this.
+    """
+    kafka_call("metadata", lambda: [consumer.partitions_for_topic(topic) for topic in topics])
+    if listener is None:
+        consumer.subscribe(topics=topics)
+    else:
+        consumer.subscribe(topics=topics, listener=listener)
+
+
 class GuardedConsumer:
     """The few consumer calls the roles make, with kafka-python's errors turned into ours."""
 
@@ -252,6 +251,26 @@ class GuardedConsumer:
 
     def assignment(self) -> set[Any]:
         return set(kafka_call("assignment", self.raw.assignment))
+
+    def commit(self, offsets: Offsets) -> None:
+        """Commit ``{(topic, partition): next_offset}`` synchronously (KafkaUnavailable on failure)."""
+        if offsets:
+            parts = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+            kafka_call("commit", lambda: self.raw.commit(offsets=parts))
+
+    def seek_to_committed(self, parts: Iterable[Partition]) -> None:
+        """Rewind ``parts`` to the group's committed offsets (the beginning when none): after a
+        rebalance the role forgets what it had not finished, so it must read that again."""
+        try:
+            for tp in parts:
+                committed = self.raw.committed(tp, timeout_ms=10000)
+                if committed is None:
+                    self.raw.seek_to_beginning(tp)
+                else:
+                    self.raw.seek(tp, committed)
+        except KafkaError as err:
+            metrics.KAFKA_ERRORS.labels(op="seek").inc()
+            raise KafkaUnavailable(f"kafka seek: {type(err).__name__}: {err}") from err
 
     def close(self) -> None:
         """Leave the group without committing (the role committed what was durable)."""

@@ -9,49 +9,18 @@ reply exactly like the consumer does, so the writer has one path for every updat
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
 
 from cdc_claims import metrics
-from cdc_claims.assemble.model import ClaimDraft
 from cdc_claims.errors import CdcClaimsError, ResponseMismatch, UnknownClaimStatus
 from cdc_claims.lifecycle import State, advance, judge_response, response_event
 from cdc_claims.log import get_logger
 from cdc_claims.pipeline.claim_service import Normalizer, rejected_lines
-from cdc_claims.pipeline.ports import ClaimApi, Publisher
+from cdc_claims.pipeline.ports import ClaimApi, OpenClaim, OpenClaimStore, Publisher
 from cdc_claims.reply.model import ReplyMessage, WithdrawalNotice
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class OpenClaim:
-    claim_code: str
-    state: State
-    draft: ClaimDraft
-    approved_total: str | None = None  # last published approved total, to notice amount changes
-
-
-class OpenClaimStore(Protocol):
-    def open_claims(self) -> Sequence[OpenClaim]: ...
-    def set_state(
-        self,
-        claim_code: str,
-        state: State,
-        *,
-        openimis_claim_uuid: str | None,
-        reason: str | None = None,
-        rejected: tuple[str, ...] | None = None,
-    ) -> tuple[str, ...] | None:
-        """Record the new state; returns the claim's remaining withdrawal lines when openIMIS's
-        rejection settled some of them (None otherwise)."""
-        ...
-
-    def note(self, claim_code: str, text: str) -> bool:
-        """Record what openIMIS said that was not applied (ledger ``last_error``); True if new."""
-        ...
 
 
 class Poller:

@@ -1,22 +1,28 @@
-"""The small interfaces the claim service talks through: one per external system.
+"""Every port of the pipeline, in one place: the small interfaces roles and the claim service
+talk through, one per external system.
 
-Each adapter (MySQL reader, ledger, openHIM client, Kafka publisher) satisfies one of these,
-so :mod:`cdc_claims.pipeline.claim_service` can be tested with plain in-memory fakes and run
-in production with the real adapters.
+Each adapter (MySQL reader, ledger, openHIM client, Kafka consumer and publisher, iclm writer)
+satisfies one of these, so the roles (:mod:`~cdc_claims.pipeline.consumer_role`,
+:mod:`~cdc_claims.pipeline.writer_role`, :mod:`~cdc_claims.pipeline.poller`) and
+:mod:`~cdc_claims.pipeline.claim_service` are tested with plain in-memory fakes and run in
+production with the adapters :mod:`cdc_claims.roles` wires in. Nothing here imports an adapter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any, Literal, Protocol
 
 from cdc_claims.assemble.model import ClaimContext, ClaimDraft, UnitKind
 from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
+from cdc_claims.lifecycle import State
 from cdc_claims.reply.model import ReplyMessage, WithdrawalNotice
 
 JsonDict = dict[str, Any]
+Offsets = Mapping[tuple[str, int], int]  # {(topic, partition): next offset to read}
 
 
 @dataclass(frozen=True)
@@ -32,8 +38,72 @@ class UnitRef:
         return f"{self.kind}:{self.id}"
 
 
+# ---------------------------------------------------------------------- Kafka
+class Partition(Protocol):
+    """A topic partition (kafka-python's ``TopicPartition``)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+
+
+class Record(Protocol):
+    """One consumed record (kafka-python's ``ConsumerRecord``)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+class RecordSource(Protocol):
+    """A subscribed Kafka consumer (``kafka_io.GuardedConsumer``): every error is ours
+    (:class:`~cdc_claims.errors.KafkaUnavailable`), never kafka-python's."""
+
+    def poll(self, timeout_ms: int = 0) -> Mapping[Any, Sequence[Record]]: ...
+    def assignment(self) -> set[Any]: ...
+    def commit(self, offsets: Offsets) -> None: ...
+    def seek_to_committed(self, parts: Iterable[Partition]) -> None: ...
+
+
+class DeadLetters(Protocol):
+    """Where records that can never be processed go, with the reason (the dead-letter topic)."""
+
+    def dead_letter(
+        self, *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, reason: str
+    ) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class Publisher(Protocol):
+    """Kafka side effects of the claim service; ``flush`` makes them durable."""
+
+    def reply(self, message: ReplyMessage) -> None: ...
+    def withdrawal(self, notice: WithdrawalNotice) -> None: ...
+    def held(self, key: str, payload: Mapping[str, Any]) -> None: ...
+    def audit(self, key: str, bundle: JsonDict) -> None: ...
+    def flush(self) -> None: ...
+
+
+class ConsumerSink(DeadLetters, Protocol):
+    """What the consumer role publishes itself: dead letters and held notices."""
+
+    def held(self, key: str, payload: Mapping[str, Any]) -> None: ...
+
+
+# ---------------------------------------------------------------------- the claim service's
 class Reader(Protocol):
-    def read(self, unit: UnitRef) -> ClaimContext: ...
+    """The OpenMRS database as the claim service reads it (``assemble.reader.OpenMrsReader``)."""
+
+    def read(self, kind: UnitKind, unit_id: int) -> ClaimContext: ...
 
 
 class DraftBuilder(Protocol):
@@ -53,16 +123,6 @@ class ClaimApi(Protocol):
 HeldKind = Literal["held", "failed", "cancelled", "notice"]
 
 
-class Publisher(Protocol):
-    """Kafka side effects of the claim service; ``flush`` makes them durable."""
-
-    def reply(self, message: ReplyMessage) -> None: ...
-    def withdrawal(self, notice: WithdrawalNotice) -> None: ...
-    def held(self, key: str, payload: Mapping[str, Any]) -> None: ...
-    def audit(self, key: str, bundle: JsonDict) -> None: ...
-    def flush(self) -> None: ...
-
-
 class LedgerPort(Protocol):
     """The claim ledger (``cdc_claims.ledger.store.Ledger``)."""
 
@@ -74,3 +134,91 @@ class LedgerPort(Protocol):
     def release_lease(self, unit_kind: UnitKind, unit_uuid: str, owner: str) -> None: ...
     def claims_of(self, unit_kind: UnitKind, unit_uuid: str) -> list[ClaimRecord]: ...
     def upsert_claim(self, record: ClaimRecord) -> ClaimRecord: ...
+
+
+class Clock(Protocol):
+    """Wall time (what is written down) and monotonic time (what is measured)."""
+
+    def now(self) -> datetime: ...
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+# ---------------------------------------------------------------------- the consumer role's
+class UnitService(Protocol):
+    """The claim service as the consumer sees it."""
+
+    def process(self, unit: UnitRef) -> object: ...
+    def park(self, unit: UnitRef, reason: str, text: str) -> None: ...
+
+
+class Lookups(Protocol):
+    """The few look-ups the consumer needs before a unit can be settled."""
+
+    def order_encounters(self, order_ids: Iterable[int]) -> Mapping[int, int]: ...
+    def encounter_visit(self, encounter_ids: Iterable[int]) -> Mapping[int, int]: ...
+    def patient_held_encounters(self, patient_ids: Iterable[int]) -> Iterable[tuple[str, int]]: ...
+
+
+class Directory(Protocol):
+    """Id and uuid look-ups in the OpenMRS database (``assemble.reader.OpenMrsReader``)."""
+
+    def order_encounters(self, order_ids: Iterable[int]) -> Mapping[int, int]: ...
+    def encounter_visit(self, encounter_ids: Iterable[int]) -> Mapping[int, int]: ...
+    def person_uuids(self, person_ids: Iterable[int]) -> Mapping[int, str]: ...
+    def encounter_ids(self, uuids: Iterable[str]) -> Mapping[str, int]: ...
+    def unit_id(self, kind: UnitKind, uuid: str) -> int | None: ...
+
+
+class ClaimLedger(LedgerPort, Protocol):
+    """The whole ledger: unit rows and the claim history (``cdc_claims.ledger.store.Ledger``)."""
+
+    def get_by_code(self, code: str) -> LedgerEntry | None: ...
+    def list_by_state(self, states: Iterable[State]) -> list[LedgerEntry]: ...
+    def claim(self, claim_code: str) -> ClaimRecord | None: ...
+    def open_claims(self, states: Iterable[State]) -> list[ClaimRecord]: ...
+    def to_rerun(self, *, reason: str | None = None, unit_uuid: str | None = None) -> list[LedgerEntry]: ...
+
+
+# ---------------------------------------------------------------------- the poller's
+@dataclass(frozen=True)
+class OpenClaim:
+    claim_code: str
+    state: State
+    draft: ClaimDraft
+    approved_total: str | None = None  # last published approved total, to notice amount changes
+
+
+class OpenClaimStore(Protocol):
+    def open_claims(self) -> Sequence[OpenClaim]: ...
+    def set_state(
+        self,
+        claim_code: str,
+        state: State,
+        *,
+        openimis_claim_uuid: str | None,
+        reason: str | None = None,
+        rejected: tuple[str, ...] | None = None,
+    ) -> tuple[str, ...] | None:
+        """Record the new state; returns the claim's remaining withdrawal lines when openIMIS's
+        rejection settled some of them (None otherwise)."""
+        ...
+
+    def note(self, claim_code: str, text: str) -> bool:
+        """Record what openIMIS said that was not applied (ledger ``last_error``); True if new."""
+        ...
+
+
+# ---------------------------------------------------------------------- the writer's
+class Applier(Protocol):
+    """The ``iclm_*`` writer."""
+
+    def apply(self, message: ReplyMessage) -> None: ...
+    def apply_withdrawal(self, notice: WithdrawalNotice) -> bool: ...

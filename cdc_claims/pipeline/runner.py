@@ -10,10 +10,13 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import TypeVar
 
 from cdc_claims.log import get_logger
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 
 class Stopper:
@@ -65,3 +68,19 @@ def run_loop(
             log.warning("role_retrying", role=name, reason=err.reason, error=str(err)[:300])
             stopper.wait(error_pause)
     log.info("role_stopped", role=name)
+
+
+def when_reachable(build: Callable[[], T], stopper: Stopper, pause: float = 2.0) -> T | None:
+    """``build()`` a client, trying again while it fails for a retriable reason (a broker not
+    up yet); None if a stop was requested meanwhile. A permanent error goes to the caller."""
+    from cdc_claims.errors import CdcClaimsError
+
+    while not stopper.stopped:
+        try:
+            return build()
+        except CdcClaimsError as err:
+            if not err.retriable:
+                raise
+            log.warning("client_retry", error=str(err)[:300])
+            stopper.wait(pause)
+    return None

@@ -10,31 +10,17 @@ topic with the reason, and the writer goes on; nothing is dropped, nothing crash
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from cdc_claims import metrics
 from cdc_claims.errors import CdcClaimsError
 from cdc_claims.log import get_logger
+from cdc_claims.pipeline.ports import Applier, DeadLetters, Record, RecordSource
 from cdc_claims.pipeline.runner import Stopper
-from cdc_claims.reply.model import ReplyMessage, WithdrawalNotice, decode_message
+from cdc_claims.reply.model import WithdrawalNotice, decode_message
 
 log = get_logger(__name__)
-
-
-class Applier(Protocol):
-    def apply(self, message: ReplyMessage) -> None: ...
-    def apply_withdrawal(self, notice: WithdrawalNotice) -> bool: ...
-
-
-class DeadLetters(Protocol):
-    def dead_letter(
-        self, *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, reason: str
-    ) -> None: ...
-
-    def flush(self) -> None: ...
 
 
 class ReplyWriter:
@@ -42,19 +28,17 @@ class ReplyWriter:
 
     def __init__(
         self,
-        consumer: Any,
+        consumer: RecordSource,
         applier: Applier,
         dead_letters: DeadLetters,
         stopper: Stopper,
         *,
-        commit: Callable[[Any, dict[tuple[str, int], int]], None],
         retry_pause: float = 2.0,
     ) -> None:
         self._consumer = consumer
         self._applier = applier
         self._dlq = dead_letters
         self._stopper = stopper
-        self._commit = commit
         self._pause = retry_pause
 
     def step(self, timeout_ms: int = 500) -> int:
@@ -76,10 +60,13 @@ class ReplyWriter:
                     handled += 1
         finally:
             if applied:
-                self._commit(self._consumer, applied)
+                self._consumer.commit(applied)
         return handled
 
-    def _handle(self, record: Any) -> None:
+    def _handle(self, record: Record) -> None:
+        if record.value is None:  # a tombstone: nobody should write those to the reply topic
+            self._dead_letter(record, "undecodable_reply: empty record (tombstone)")
+            return
         try:
             message = decode_message(record.value)
         except (ValidationError, ValueError, TypeError) as err:
@@ -119,7 +106,7 @@ class ReplyWriter:
             encounter_uuids=list(message.claim.encounter_uuids),
         )
 
-    def _dead_letter(self, record: Any, reason: str) -> None:
+    def _dead_letter(self, record: Record, reason: str) -> None:
         log.error("reply_dead_lettered", topic=record.topic, offset=record.offset, reason=reason[:200])
         self._dlq.dead_letter(
             topic=record.topic,

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from cdc_claims.assemble.model import (
     ClaimContext,
@@ -17,6 +18,7 @@ from cdc_claims.assemble.model import (
     ClaimLine,
     Encounter,
     Patient,
+    UnitKind,
     Visit,
 )
 from cdc_claims.errors import (
@@ -30,6 +32,7 @@ from cdc_claims.errors import (
 )
 from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
 from cdc_claims.lifecycle import State
+from cdc_claims.metrics import claim_metrics
 from cdc_claims.pipeline.claim_service import ClaimService
 from cdc_claims.pipeline.ports import UnitRef
 from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage, WithdrawalNotice, encode_draft
@@ -87,7 +90,7 @@ class World:
     status: int = 4
 
     # ports -------------------------------------------------------------------------------
-    def read(self, unit: UnitRef) -> ClaimContext:
+    def read(self, kind: UnitKind, unit_id: int) -> ClaimContext:
         return _ctx()
 
     def build(self, ctx: ClaimContext, *, created: date, revision: int) -> ClaimDraft:
@@ -182,6 +185,20 @@ class World:
         return record
 
 
+class FixedClock:
+    """Wall time stands at NOW; each monotonic reading is a tenth of a second later."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    def now(self) -> datetime:
+        return NOW
+
+    def monotonic(self) -> float:
+        self.ticks += 1
+        return self.ticks / 10
+
+
 class _Pub:
     def __init__(self, w: World) -> None:
         self.reply, self.held, self.audit, self.flush = w.reply, w.held_, w.audit, w.flush
@@ -197,8 +214,7 @@ def service(w: World, **kw: Any) -> ClaimService:
         normalize=w.normalize,
         publisher=_Pub(w),
         ledger=w,
-        today=lambda: date(2026, 11, 25),
-        now=lambda: NOW,
+        clock=kw.pop("clock", FixedClock()),
         **kw,
     )
 
@@ -470,3 +486,24 @@ def test_park_marks_a_stranded_unit_failed_for_rerun() -> None:
 def test_replace_keeps_hash_out_of_equality() -> None:
     d = _draft(_ctx(), 0, "h1")
     assert replace(d, content_hash="other") == d
+
+
+def test_the_service_counts_on_the_counters_it_is_given() -> None:
+    registry = CollectorRegistry()
+    counters = claim_metrics(registry)
+    service(World(), counters=counters).process(UNIT)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("cdc_claims_claims_built_total", unit="encounter") == 1
+    assert value("cdc_claims_claims_submitted_total") == 1
+    assert value("cdc_claims_claims_accepted_total", status="CHECKED") == 1
+    assert value("cdc_claims_claims_held_total", reason="unmapped_line") is None
+
+
+def test_the_service_reaches_the_failpoints_it_is_given_in_submit_order() -> None:
+    w, reached = World(), []
+    service(w, failpoint=reached.append).process(UNIT)
+    assert reached == ["after_submit", "after_reply"]
+    assert len(w.posts) == 1

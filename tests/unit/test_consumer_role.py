@@ -37,6 +37,17 @@ class FakeConsumer:
         self.commit_error: Exception | None = None
         self.seeks: list[list[Any]] = []
 
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        if self.commit_error is not None:
+            raise self.commit_error
+        self.committed.update(offsets)
+
+    def seek_to_committed(self, parts: Iterable[Any]) -> None:
+        self.seeks.append(list(parts))
+
+    def assignment(self) -> set[Any]:
+        return set()
+
     def poll(self, timeout_ms: int = 0) -> dict[Any, list[Record]]:
         batch: dict[Any, list[Record]] = defaultdict(list)
         for record in self.queue:
@@ -100,22 +111,12 @@ def role(settle_seconds: float = 0.0) -> tuple[ConsumerRole, FakeConsumer, FakeS
     settings = Settings(settle=SettleSettings(settle_seconds=settle_seconds), retry_max_seconds=30)
     consumer, service, sink, clock = FakeConsumer(), FakeService(), Sink(), Clock()
 
-    def commit(c: FakeConsumer, offsets: dict[tuple[str, int], int]) -> None:
-        if c.commit_error is not None:
-            raise c.commit_error
-        c.committed.update(offsets)
-
-    def seek(c: FakeConsumer, parts: list[Any]) -> None:
-        c.seeks.append(list(parts))
-
     r = ConsumerRole(
         consumer=consumer,
         service=service,
         lookups=Lookups(),
         sink=sink,
         settings=settings,
-        commit=commit,
-        seek_to_committed=seek,
         clock=clock,
         rng=lambda: 1.0,
     )

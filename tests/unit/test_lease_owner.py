@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from cdc_claims.roles import holder_dead, owner_id
+from cdc_claims.pipeline.lease_owner import holder_dead, owner_id
 
 
 def test_owner_is_this_host_and_process() -> None:
