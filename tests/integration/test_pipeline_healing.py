@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 from conftest import CaptureStack
@@ -176,7 +177,7 @@ def test_two_consumers_in_one_group_never_post_a_claim_twice(
             if i == 2:
                 stop_role(sidecar, "consumer")  # the old pod goes away mid-stream
         for enc in encounters:
-            claim = wait_for(f"claim of {enc.uuid}", lambda enc=enc: claim_rows(db, enc.encounter_id), timeout=120)
+            claim = wait_for(f"claim of {enc.uuid}", partial(claim_rows, db, enc.encounter_id), timeout=120)
             assert len(claim) == 1
             assert openimis_claims(openimis, claim_code_of(enc.uuid)) == 1
     finally:

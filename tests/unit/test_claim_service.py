@@ -36,6 +36,7 @@ from cdc_claims.metrics import claim_metrics
 from cdc_claims.pipeline.claim_service import ClaimService
 from cdc_claims.pipeline.ports import UnitRef
 from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage, WithdrawalNotice, encode_draft
+from cdc_claims.reply.normalize import IclmStatus, StatusCode
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -124,8 +125,16 @@ class World:
         return {"code": code}
 
     def normalize(self, response: dict[str, Any], draft: ClaimDraft, *, received_at: datetime) -> NormalizedResponse:
-        if self.status not in (1, 2, 4, 8, 16):
+        known: dict[int, tuple[StatusCode, IclmStatus]] = {
+            1: (1, "REJECTED"),
+            2: (2, "ENTERED"),
+            4: (4, "CHECKED"),
+            8: (8, "PROCESSED"),
+            16: (16, "VALUATED"),
+        }
+        if self.status not in known:
             raise UnknownClaimStatus(f"status {self.status}", code=self.status, claim_uuid="uuid-x")
+        status, iclm = known[self.status]
         outcomes = tuple(
             LineOutcome(
                 ln.source_uuid, ln.code, ln.category,
@@ -134,10 +143,9 @@ class World:
             )
             for ln in draft.lines
         )  # fmt: skip
-        iclm = {1: "REJECTED", 2: "ENTERED", 4: "CHECKED", 8: "PROCESSED", 16: "VALUATED"}[self.status]
         return NormalizedResponse(
-            draft.code, "uuid-x", self.status, iclm, "partial", Decimal(400), Decimal(400), None, outcomes, received_at
-        )  # type: ignore[arg-type]
+            draft.code, "uuid-x", status, iclm, "partial", Decimal(400), Decimal(400), None, outcomes, received_at
+        )
 
     def reply(self, message: ReplyMessage) -> None:
         self.history.append(("reply", message.claim.code))

@@ -6,7 +6,7 @@ import pytest
 
 from cdc_claims import errors
 from cdc_claims.claim import ClaimRenderError
-from cdc_claims.lifecycle import IllegalTransition
+from cdc_claims.errors import IllegalTransition
 from cdc_claims.reply import ResponseMismatch
 
 #: what time or a person fixes without touching the claim: retried forever, never parked

@@ -108,9 +108,9 @@ def test_happy_path(mapping: ClaimMapping) -> None:
     assert (d.period_start, d.period_end) == (date(2026, 11, 20), date(2026, 11, 20))
     assert [x.icd10 for x in d.diagnoses] == ["E0590"]
     assert [(x.sequence, x.category, x.code, x.reference, x.quantity, x.unit_price) for x in d.lines] == [
-        (1, "service", "A1", "A1", 1, 400),
-        (2, "item", "0171", "0171", 2, 35),
-        (3, "service", "I125", "I125", 1, 650),
+        (1, "service", "A1", "A1", Decimal(1), Decimal(400)),
+        (2, "item", "0171", "0171", Decimal(2), Decimal(35)),
+        (3, "service", "I125", "I125", Decimal(1), Decimal(650)),
     ]
     assert d.total == Decimal(400 + 70 + 650)
     assert (d.encounter_id, d.visit_id, d.location_id, d.provider_id) == (5, 1, 8, 2)

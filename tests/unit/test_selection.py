@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 import pytest
 
@@ -101,7 +102,7 @@ def test_consultations_per_encounter_by_type_and_visit_type() -> None:
         ConsultationRule(encounter_type="et-consult", service=PricedRef(code="A1", price=400), concept=NOTE),
     ]
     (line,) = derive_consultations(encs, visit, rules, {NOTE: 28})
-    assert (line.kind, line.encounter_uuid, line.quantity) == ("consultation", "e1", 1)
+    assert (line.kind, line.encounter_uuid, line.quantity) == ("consultation", "e1", Decimal(1))
     assert (line.concept_id, line.concept_uuid) == (28, NOTE)  # the billing concept, not the encounter type
     again = derive_consultations(encs, visit, rules, {NOTE: 28})[0].source_uuid
     assert line.source_uuid == derived_line_uuid("e1", "A1") == again

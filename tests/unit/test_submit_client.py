@@ -86,7 +86,8 @@ def created(doc: dict[str, Any] = CLAIM_RESPONSE, **headers: str) -> httpx.Respo
 
 
 def counter(kind: str) -> float:
-    return UPSTREAM_ERRORS.labels(kind=kind)._value.get()
+    samples = (s for m in UPSTREAM_ERRORS.collect() for s in m.samples if s.name.endswith("_total"))
+    return next((s.value for s in samples if s.labels == {"kind": kind}), 0.0)
 
 
 # --- happy path --------------------------------------------------------------------------------
@@ -115,7 +116,7 @@ def test_a_201_with_rejected_lines_is_a_normal_result() -> None:
 
 def test_submit_latency_is_observed() -> None:
     def count() -> float:
-        return next(s.value for s in SUBMIT_LATENCY.collect()[0].samples if s.name.endswith("_count"))
+        return next(s.value for m in SUBMIT_LATENCY.collect() for s in m.samples if s.name.endswith("_count"))
 
     before = count()
     with Recorder(created()).client() as client:
