@@ -511,7 +511,7 @@ def test_the_service_counts_on_the_counters_it_is_given() -> None:
 
 
 def test_the_service_reaches_the_failpoints_it_is_given_in_submit_order() -> None:
-    w, reached = World(), []
+    w, reached = World(), list[str]()
     service(w, failpoint=reached.append).process(UNIT)
     assert reached == ["after_submit", "after_reply"]
     assert len(w.posts) == 1

@@ -10,7 +10,8 @@ from typing import Any
 from cdc_claims.assemble.model import ClaimDiagnosis, ClaimDraft, ClaimLine
 from cdc_claims.errors import UnknownClaimStatus
 from cdc_claims.lifecycle import State
-from cdc_claims.pipeline.poller import OpenClaim, Poller
+from cdc_claims.pipeline.poller import Poller
+from cdc_claims.pipeline.ports import OpenClaim
 from cdc_claims.reply.model import NormalizedResponse, ReplyMessage
 
 LINE = ClaimLine(1, "service", "A1", "A1", Decimal(1), Decimal(400), "l1", 5, "consultation")
