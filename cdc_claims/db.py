@@ -1,8 +1,17 @@
-"""pymysql connections to the OpenMRS database: one factory for every adapter.
+"""The one database module: connections to the OpenMRS database and transactions over them.
+
+Every adapter that talks to MySQL/MariaDB, on the read side (:mod:`cdc_claims.assemble`) and on
+the write side (:mod:`cdc_claims.ledger`, :mod:`cdc_claims.writeback`, the Bahmni simulator of
+the dev tools), takes a :data:`ConnFactory` from here: a zero-argument callable returning a
+connection. It lives at the top of the package, beside the settings it reads, so that no stage
+imports another stage's adapter to reach the database: the ledger used to borrow the iclm
+writer's module, an arrow against the direction claims flow. Tests pass a factory for their
+scratch server; production builds one from :class:`~cdc_claims.settings.DatabaseSettings`.
 
 Two users, least privilege: the reader (SELECT only) for assembling claims, the writer for the
-``iclm_*`` billing tables and the sidecar's own ``cdc_claims_ledger``. Connections are UTC,
-non-autocommit, with dict rows.
+``iclm_*`` billing tables and the sidecar's own ``cdc_claims_ledger``. Connections are UTC
+(``time_zone='+00:00'``, so ``CURRENT_TIMESTAMP`` columns and the naive UTC datetimes we write
+agree), non-autocommit, with dict rows.
 
 Connections are **reused**: opening one costs a TCP handshake, authentication and (when the
 client tries TLS) a fresh TLS context, about 20 ms of CPU, paid several times per claim if every
@@ -15,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -33,6 +44,17 @@ else:
     Connection = pymysql.connections.Connection
     _Base = pymysql.connections.Connection
 ConnFactory = Callable[[], Connection]
+
+__all__ = [
+    "Committed",
+    "ConnFactory",
+    "Connection",
+    "PooledConnection",
+    "connection_factory",
+    "reader_connection_factory",
+    "transaction",
+    "writer_connection_factory",
+]
 
 
 class _Pool:
@@ -150,3 +172,38 @@ def reader_connection_factory(db: DatabaseSettings) -> ConnFactory:
 def writer_connection_factory(db: DatabaseSettings) -> ConnFactory:
     """Connections as the writer user (may write ``iclm_*`` and ``cdc_claims_ledger``)."""
     return _for_user(db, db.writer_user, _required(db.writer_password, "CDC_CLAIMS_DB__WRITER_PASSWORD"))
+
+
+# ------------------------------------------------------------------------------------------
+# Transactions (the write side: iclm writer, ledger, Bahmni simulator)
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Committed:
+    """Filled in when the transaction commits: ``at`` = ``time.time()`` right after COMMIT."""
+
+    at: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def transaction(factory: ConnFactory, committed: Committed | None = None) -> Iterator[DictCursor]:
+    """Open a connection, run the body in ONE transaction, commit (or roll back), close.
+
+    Errors are not translated here: callers map them to their own error type.
+    """
+    conn = factory()
+    try:
+        conn.begin()
+        cur = conn.cursor(DictCursor)
+        try:
+            yield cur
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+        if committed is not None:
+            committed.at = time.time()
+    finally:
+        conn.close()

@@ -25,7 +25,7 @@ Database errors become :class:`~cdc_claims.errors.SourceUnavailable` (retriable)
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,11 +50,11 @@ from cdc_claims.assemble.model import (
     Visit,
 )
 from cdc_claims.assemble.selection import derive_consultations
+from cdc_claims.db import ConnFactory
 from cdc_claims.errors import ConfigError, NotClaimable, SourceUnavailable
 from cdc_claims.mapping.model import DEFAULT_ICD_SOURCE_NAMES, OPERATIVE_NOTES_PROCEDURE, ClaimMapping, ConsultationRule
 
 Row = dict[str, Any]
-ConnFactory = Callable[[], "pymysql.connections.Connection[Any]"]
 
 _MAX_LOCATION_DEPTH = 10
 

@@ -17,10 +17,10 @@ from typing import Any
 import pymysql
 
 from cdc_claims.assemble.model import UnitKind
+from cdc_claims.db import ConnFactory, transaction
 from cdc_claims.errors import WriteBackError
 from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
 from cdc_claims.lifecycle import State
-from cdc_claims.writeback.db import ConnFactory, transaction
 
 TABLE = "cdc_claims_ledger"
 

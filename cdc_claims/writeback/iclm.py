@@ -34,11 +34,11 @@ import pymysql
 from pymysql.cursors import DictCursor
 
 from cdc_claims.assemble.model import ClaimDraft, ClaimLine
+from cdc_claims.db import Connection, ConnFactory, transaction
 from cdc_claims.errors import CdcClaimsError, WriteBackError, WriteBackRefused
 from cdc_claims.lifecycle import MONEY_FINAL_STATES, OPENIMIS_STATUS, iclm_status_moves
 from cdc_claims.log import get_logger
 from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage, WithdrawalNotice
-from cdc_claims.writeback.db import Connection, ConnFactory, transaction
 
 log = get_logger(__name__)
 

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from pymysql.cursors import DictCursor
 
-from cdc_claims.writeback.db import Committed, ConnFactory, transaction
+from cdc_claims.db import Committed, ConnFactory, transaction
 from cdc_dev import bahmni_meta as md
 
 Certainty = Literal["CONFIRMED", "PROVISIONAL"]

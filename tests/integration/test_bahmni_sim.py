@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sql_support import q
 
-from cdc_claims.writeback.db import Connection
+from cdc_claims.db import Connection
 from cdc_dev.bahmni import BahmniSim, Drug, Dx, EncounterRef
 from cdc_dev.bahmni_testdb import admin_factory
 

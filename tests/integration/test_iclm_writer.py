@@ -11,9 +11,9 @@ import pytest
 from sql_support import q
 
 from cdc_claims.assemble.model import ClaimDiagnosis, ClaimDraft, ClaimLine
+from cdc_claims.db import Connection
 from cdc_claims.errors import WriteBackRefused
 from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage
-from cdc_claims.writeback.db import Connection
 from cdc_claims.writeback.iclm import IclmWriter, encounter_billing_state, row_uuid, status_moves
 from cdc_dev.bahmni import BahmniSim, Drug, Dx, EncounterRef
 from cdc_dev.bahmni_testdb import admin_factory, writer_factory
@@ -257,8 +257,8 @@ def test_outcomes_for_lines_the_claim_does_not_hold_are_refused(
 
 
 def test_db_error_is_retriable_write_back_error() -> None:
+    from cdc_claims.db import connection_factory
     from cdc_claims.errors import WriteBackError
-    from cdc_claims.writeback.db import connection_factory
 
     dead = IclmWriter(connection_factory(host="127.0.0.1", port=9, user="x", password="x", database="openmrs"))
     today = date.today()
