@@ -1,4 +1,4 @@
-"""The one database module: connections to the OpenMRS database and transactions over them.
+"""The one database module: connections to the OpenMRS database, transactions, placeholders.
 
 Every adapter that talks to MySQL/MariaDB, on the read side (:mod:`cdc_claims.assemble`) and on
 the write side (:mod:`cdc_claims.ledger`, :mod:`cdc_claims.writeback`, the Bahmni simulator of
@@ -18,6 +18,11 @@ client tries TLS) a fresh TLS context, about 20 ms of CPU, paid several times pe
 read or write opened its own. ``close()`` on a pooled connection rolls back whatever is open and
 parks it for the next caller; a broken one is really closed. TLS is used when ``tls_ca`` is set
 (certificate verified against it), and not attempted otherwise.
+
+SQL stays parameterized: the only text ever formatted into a statement is a run of ``%s``
+(:func:`placeholders`, for ``IN (...)`` and ``VALUES (...)`` lists) and constant names. The
+helper is here, not beside the reader's queries, because the reader and the write side both
+build such lists and neither should import the other for it.
 """
 
 from __future__ import annotations
@@ -51,10 +56,22 @@ __all__ = [
     "Connection",
     "PooledConnection",
     "connection_factory",
+    "placeholders",
     "reader_connection_factory",
     "transaction",
     "writer_connection_factory",
 ]
+
+
+def placeholders(n: int) -> str:
+    """``%s, %s, ...``: ``n`` pymysql parameters for an ``IN (...)`` or ``VALUES (...)`` list.
+
+    ``n`` must be at least 1: ``IN ()`` is a syntax error, so an empty list is the caller's
+    case to handle (usually: nothing to ask, an empty answer).
+    """
+    if n < 1:
+        raise ValueError("a placeholder list needs at least one value")
+    return ", ".join(["%s"] * n)
 
 
 class _Pool:

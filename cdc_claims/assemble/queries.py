@@ -1,7 +1,7 @@
 """SQL text of the OpenMRS reader (the verified reference is ``shared/openmrs/queries_claim_extraction.sql``).
 
 Every value is a pymysql ``%s`` parameter. The only text ever formatted into a statement is
-(a) a run of ``%s`` placeholders for an ``IN (...)`` list (:func:`in_list`) and (b) the
+(a) a run of ``%s`` placeholders for an ``IN (...)`` list (:func:`cdc_claims.db.placeholders`) and (b) the
 ``encounter_diagnosis`` rank column, chosen from the fixed whitelist :data:`RANK_COLUMNS` after
 ``information_schema`` said which one exists. No names are selected for patients.
 
@@ -12,13 +12,6 @@ from __future__ import annotations
 
 #: ``encounter_diagnosis.rank`` on OpenMRS <= 2.4 (Bahmni 0.94), ``dx_rank`` on 2.5+.
 RANK_COLUMNS = ("rank", "dx_rank")
-
-
-def in_list(n: int) -> str:
-    """``%s, %s, ...`` for an ``IN`` list of ``n`` parameters (``n`` >= 1)."""
-    if n < 1:
-        raise ValueError("an IN list needs at least one value")
-    return ", ".join(["%s"] * n)
 
 
 # ------------------------------------------------------------------------------------------

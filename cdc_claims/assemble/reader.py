@@ -50,7 +50,7 @@ from cdc_claims.assemble.model import (
     Visit,
 )
 from cdc_claims.assemble.selection import derive_consultations
-from cdc_claims.db import ConnFactory
+from cdc_claims.db import ConnFactory, placeholders
 from cdc_claims.errors import ConfigError, NotClaimable, SourceUnavailable
 from cdc_claims.mapping.model import DEFAULT_ICD_SOURCE_NAMES, OPERATIVE_NOTES_PROCEDURE, ClaimMapping, ConsultationRule
 
@@ -192,7 +192,7 @@ class OpenMrsReader:
         if not ids:
             return {}
         with self._cursor() as cur:
-            rows = _all(cur, q.PERSON_UUIDS.format(ids=q.in_list(len(ids))), ids)
+            rows = _all(cur, q.PERSON_UUIDS.format(ids=placeholders(len(ids))), ids)
         return {int(r["person_id"]): str(r["uuid"]) for r in rows}
 
     def encounter_ids(self, uuids: Iterable[str]) -> dict[str, int]:
@@ -201,7 +201,7 @@ class OpenMrsReader:
         if not wanted:
             return {}
         with self._cursor() as cur:
-            rows = _all(cur, q.ENCOUNTER_IDS_BY_UUID.format(ids=q.in_list(len(wanted))), wanted)
+            rows = _all(cur, q.ENCOUNTER_IDS_BY_UUID.format(ids=placeholders(len(wanted))), wanted)
         return {str(r["uuid"]): int(r["encounter_id"]) for r in rows}
 
     def encounter_visit(self, encounter_ids: Iterable[int]) -> dict[int, int]:
@@ -210,7 +210,7 @@ class OpenMrsReader:
         if not ids:
             return {}
         with self._cursor() as cur:
-            rows = _all(cur, q.ENCOUNTER_VISITS.format(ids=q.in_list(len(ids))), ids)
+            rows = _all(cur, q.ENCOUNTER_VISITS.format(ids=placeholders(len(ids))), ids)
         return {int(r["encounter_id"]): int(r["visit_id"]) for r in rows}
 
     def order_encounters(self, order_ids: Iterable[int]) -> dict[int, int]:
@@ -219,7 +219,7 @@ class OpenMrsReader:
         if not ids:
             return {}
         with self._cursor() as cur:
-            rows = _all(cur, q.ORDER_ENCOUNTERS.format(ids=q.in_list(len(ids))), ids)
+            rows = _all(cur, q.ORDER_ENCOUNTERS.format(ids=placeholders(len(ids))), ids)
         return {int(r["order_id"]): int(r["encounter_id"]) for r in rows}
 
     def patient_units(self, patient_id: int) -> PatientUnits:
@@ -265,7 +265,7 @@ class OpenMrsReader:
         uuids = [getattr(dxc, n) for n in names] + list(cfg.procedure_obs_concepts) + consult
         found = {
             r["uuid"]: int(r["concept_id"])
-            for r in _all(cur, q.CONCEPT_IDS_BY_UUID.format(ids=q.in_list(len(uuids))), uuids)
+            for r in _all(cur, q.CONCEPT_IDS_BY_UUID.format(ids=placeholders(len(uuids))), uuids)
         }
         dx = {n: found.get(getattr(dxc, n)) for n in names}
         consultation_concepts = {u: found[u] for u in consult if u in found}
@@ -283,7 +283,7 @@ class OpenMrsReader:
         src_names = list(cfg.icd_source_names) or [""]
         src_rows = _all(
             cur,
-            q.CONCEPT_SOURCE_IDS.format(names=q.in_list(len(src_names))),
+            q.CONCEPT_SOURCE_IDS.format(names=placeholders(len(src_names))),
             [cfg.icd_source_uuid or "", *src_names],
         )
         icd_sources = tuple(sorted(int(r["concept_source_id"]) for r in src_rows))
@@ -310,7 +310,7 @@ class OpenMrsReader:
         term_sources: dict[int, str] = {}
         if cfg.term_sources:
             rows = _all(
-                cur, q.CONCEPT_SOURCE_IDS_BY_NAME.format(names=q.in_list(len(cfg.term_sources))), cfg.term_sources
+                cur, q.CONCEPT_SOURCE_IDS_BY_NAME.format(names=placeholders(len(cfg.term_sources))), cfg.term_sources
             )
             term_sources = {int(r["concept_source_id"]): str(r["name"]) for r in rows}
             missing = sorted(set(cfg.term_sources) - set(term_sources.values()))
@@ -352,7 +352,7 @@ class OpenMrsReader:
         enc_ids = [int(r["encounter_id"]) for r in erows]
         providers: dict[int, list[Provider]] = defaultdict(list)
         if enc_ids:
-            for r in _all(cur, q.ENCOUNTER_PROVIDERS.format(ids=q.in_list(len(enc_ids))), enc_ids):
+            for r in _all(cur, q.ENCOUNTER_PROVIDERS.format(ids=placeholders(len(enc_ids))), enc_ids):
                 providers[int(r["encounter_id"])].append(Provider(int(r["provider_id"]), str(r["uuid"])))
         visit = Visit(
             visit_id=int(vrow["visit_id"]),
@@ -420,7 +420,7 @@ class OpenMrsReader:
         dx = meta.dx
         if dx["group"] is not None:
             groups: dict[int, list[Row]] = defaultdict(list)
-            for r in _all(cur, q.DIAGNOSIS_OBS.format(ids=q.in_list(len(ids))), [*ids, dx["group"]]):
+            for r in _all(cur, q.DIAGNOSIS_OBS.format(ids=placeholders(len(ids))), [*ids, dx["group"]]):
                 groups[int(r["group_id"])].append(r)
             for members in groups.values():
                 by_concept = {int(m["member_concept_id"]): m for m in members}
@@ -454,7 +454,7 @@ class OpenMrsReader:
                     )
                 )
         if meta.rank_column is not None:
-            sql = q.ENCOUNTER_DIAGNOSES.format(rank=meta.rank_column, ids=q.in_list(len(ids)))
+            sql = q.ENCOUNTER_DIAGNOSES.format(rank=meta.rank_column, ids=placeholders(len(ids)))
             for r in _all(cur, sql, ids):
                 concept_id = int(r["diagnosis_coded"]) if r["diagnosis_coded"] is not None else None
                 if concept_id is None and not r["diagnosis_non_coded"]:
@@ -494,7 +494,7 @@ class OpenMrsReader:
         if not concept_ids:
             return {}
         ids = sorted(concept_ids)
-        sql = q.DIAGNOSIS_CONCEPTS.format(sources=q.in_list(len(meta.icd_sources)), ids=q.in_list(len(ids)))
+        sql = q.DIAGNOSIS_CONCEPTS.format(sources=placeholders(len(meta.icd_sources)), ids=placeholders(len(ids)))
         out: dict[int, tuple[str, str | None]] = {}
         for r in _all(cur, sql, [*meta.icd_sources, *ids]):
             cid = int(r["concept_id"])
@@ -514,7 +514,8 @@ class OpenMrsReader:
                 break
             parents = sorted(set(pending.values()))
             found = {
-                int(r["order_id"]): r for r in _all(cur, q.ORDER_PARENTS.format(ids=q.in_list(len(parents))), parents)
+                int(r["order_id"]): r
+                for r in _all(cur, q.ORDER_PARENTS.format(ids=placeholders(len(parents))), parents)
             }
             step: dict[int, int] = {}
             for order_id, parent_id in pending.items():
@@ -533,7 +534,7 @@ class OpenMrsReader:
     ) -> tuple[BillableLine, ...]:
         ids = list(enc_uuids)
         raw: list[dict[str, Any]] = []
-        orders = _all(cur, q.ACTIVE_ORDERS.format(ids=q.in_list(len(ids))), ids)
+        orders = _all(cur, q.ACTIVE_ORDERS.format(ids=placeholders(len(ids))), ids)
         roots = self._chain_roots(cur, orders)
         for r in orders:
             kind = meta.order_kinds.get(int(r["order_type_id"]))
@@ -557,7 +558,9 @@ class OpenMrsReader:
                 }
             )
         if meta.procedure_concepts:
-            sql = q.PROCEDURE_OBS.format(ids=q.in_list(len(ids)), concepts=q.in_list(len(meta.procedure_concepts)))
+            sql = q.PROCEDURE_OBS.format(
+                ids=placeholders(len(ids)), concepts=placeholders(len(meta.procedure_concepts))
+            )
             for r in _all(cur, sql, [*ids, *meta.procedure_concepts]):
                 raw.append(
                     {
@@ -574,7 +577,7 @@ class OpenMrsReader:
         concept_ids = sorted({int(x["concept_id"]) for x in raw})
         if meta.term_sources and concept_ids:
             srcs = sorted(meta.term_sources)
-            sql = q.CONCEPT_TERMS.format(ids=q.in_list(len(concept_ids)), sources=q.in_list(len(srcs)))
+            sql = q.CONCEPT_TERMS.format(ids=placeholders(len(concept_ids)), sources=placeholders(len(srcs)))
             for r in _all(cur, sql, [*concept_ids, *srcs]):
                 terms[int(r["concept_id"])].append((str(r["name"]), str(r["code"])))
         return tuple(BillableLine(**x, concept_codes=tuple(terms.get(int(x["concept_id"]), ()))) for x in raw)
@@ -632,7 +635,7 @@ def read_locations(cur: pymysql.cursors.DictCursor, ids: set[int]) -> dict[int, 
         if not pending:
             break
         batch = sorted(pending)
-        for r in _all(cur, q.LOCATIONS.format(ids=q.in_list(len(batch))), batch):
+        for r in _all(cur, q.LOCATIONS.format(ids=placeholders(len(batch))), batch):
             rows[int(r["location_id"])] = r
         pending = {int(r["parent_location"]) for r in rows.values() if r["parent_location"] is not None}
 

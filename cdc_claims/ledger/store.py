@@ -17,7 +17,7 @@ from typing import Any
 import pymysql
 
 from cdc_claims.assemble.model import UnitKind
-from cdc_claims.db import ConnFactory, transaction
+from cdc_claims.db import ConnFactory, placeholders, transaction
 from cdc_claims.errors import WriteBackError
 from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
 from cdc_claims.lifecycle import State
@@ -187,10 +187,10 @@ class Ledger:
         ``created_at`` is kept from the first insert; ``updated_at`` moves on every change.
         A claim code already used by another unit raises :class:`WriteBackError`.
         """
-        placeholders = ", ".join(["%s"] * len(_COLUMNS))
+        marks = placeholders(len(_COLUMNS))
         updates = ", ".join(f"{c} = VALUES({c})" for c in _COLUMNS[2:])
         sql = (
-            f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608 - constants only
+            f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES ({marks}) "  # noqa: S608 - constants only
             f"ON DUPLICATE KEY UPDATE {updates}, updated_at = CURRENT_TIMESTAMP(6)"
         )
         try:
@@ -275,15 +275,17 @@ class Ledger:
 
     def open_claims(self, states: Iterable[State]) -> list[ClaimRecord]:
         wanted = [State(s).value for s in states]
-        marks = ", ".join(["%s"] * len(wanted))
+        if not wanted:
+            return []
+        marks = placeholders(len(wanted))
         return self._claims(f"{_CLAIM_SELECT} WHERE state IN ({marks}) ORDER BY updated_at, claim_id", tuple(wanted))
 
     def upsert_claim(self, record: ClaimRecord) -> ClaimRecord:
         """Insert or replace the history row of ``record.claim_code``."""
-        placeholders = ", ".join(["%s"] * len(_CLAIM_COLUMNS))
+        marks = placeholders(len(_CLAIM_COLUMNS))
         updates = ", ".join(f"{c} = VALUES({c})" for c in _CLAIM_COLUMNS[1:])
         sql = (
-            f"INSERT INTO {CLAIMS_TABLE} ({', '.join(_CLAIM_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
+            f"INSERT INTO {CLAIMS_TABLE} ({', '.join(_CLAIM_COLUMNS)}) VALUES ({marks})"  # noqa: S608
             f" ON DUPLICATE KEY UPDATE {updates}, updated_at = CURRENT_TIMESTAMP(6)"
         )
         try:
@@ -307,7 +309,7 @@ class Ledger:
         wanted = [State(s).value for s in states]
         if not wanted:
             return []
-        marks = ", ".join(["%s"] * len(wanted))
+        marks = placeholders(len(wanted))
         return self._many(f"{_SELECT} WHERE state IN ({marks}) ORDER BY updated_at, ledger_id", tuple(wanted))
 
     def held(self) -> list[LedgerEntry]:

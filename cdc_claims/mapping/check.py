@@ -21,6 +21,7 @@ import pymysql.cursors
 
 from cdc_claims.assemble.reader import ReaderConfig, read_locations, read_order_kinds
 from cdc_claims.assemble.selection import known_index, normalise_icd
+from cdc_claims.db import placeholders
 from cdc_claims.errors import SourceUnavailable
 from cdc_claims.mapping.model import DEFAULT_ICD_SOURCE_NAMES, ClaimMapping
 
@@ -159,7 +160,7 @@ def _findings(cur: pymysql.cursors.DictCursor, mapping: ClaimMapping) -> list[Fi
             )
 
     if mapping.procedure_obs_concepts:
-        sql = _PROCEDURE_OBS_USED.format(uuids=", ".join(["%s"] * len(mapping.procedure_obs_concepts)))
+        sql = _PROCEDURE_OBS_USED.format(uuids=placeholders(len(mapping.procedure_obs_concepts)))
         for r in _all(cur, sql, mapping.procedure_obs_concepts):
             if r["concept_uuid"] not in mapping.concepts and r["concept_uuid"] not in termed:
                 out.append(
@@ -199,14 +200,14 @@ def _termed_concepts(cur: pymysql.cursors.DictCursor, rules: dict[tuple[str, str
       JOIN concept_reference_source s ON s.concept_source_id = t.concept_source_id
      WHERE s.name IN ({names})"""
     names = sorted({source for source, _ in rules})
-    rows = _all(cur, sql.format(names=", ".join(["%s"] * len(names))), names)
+    rows = _all(cur, sql.format(names=placeholders(len(names))), names)
     return {str(r["uuid"]) for r in rows if (r["name"], r["code"]) in rules}
 
 
 def _diagnosis_findings(cur: pymysql.cursors.DictCursor, mapping: ClaimMapping, cfg: ReaderConfig) -> list[Finding]:
     names = list(mapping.icd10.source.names) or list(DEFAULT_ICD_SOURCE_NAMES)
     has_core = int(_all(cur, _HAS_ENCOUNTER_DIAGNOSIS)[0]["n"]) > 0
-    sql = _DIAGNOSES_USED.format(names=", ".join(["%s"] * len(names)), core=_CORE_DIAGNOSES if has_core else "")
+    sql = _DIAGNOSES_USED.format(names=placeholders(len(names)), core=_CORE_DIAGNOSES if has_core else "")
     rows = _all(cur, sql, [mapping.icd10.source.uuid or "", *names, cfg.diagnosis_concepts.coded])
     known = known_index(mapping.known_icd_codes) if mapping.known_icd_codes is not None else None
     merged: dict[str, dict[str, Any]] = {}

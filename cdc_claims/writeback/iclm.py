@@ -34,7 +34,7 @@ import pymysql
 from pymysql.cursors import DictCursor
 
 from cdc_claims.assemble.model import ClaimDraft, ClaimLine
-from cdc_claims.db import Connection, ConnFactory, transaction
+from cdc_claims.db import Connection, ConnFactory, placeholders, transaction
 from cdc_claims.errors import CdcClaimsError, WriteBackError, WriteBackRefused
 from cdc_claims.lifecycle import MONEY_FINAL_STATES, OPENIMIS_STATUS, iclm_status_moves
 from cdc_claims.log import get_logger
@@ -149,7 +149,7 @@ class IclmWriter:
                 claim_id = int(row["iclm_claim_id"])
                 flagged = [row_uuid("claim_item", code, u) for u in notice.source_uuids]
                 if flagged:
-                    marks = ", ".join(["%s"] * len(flagged))
+                    marks = placeholders(len(flagged))
                     cur.execute(
                         "UPDATE iclm_claim_item SET explanation = %s, changed_by = %s, date_changed = %s"  # noqa: S608
                         f" WHERE claim = %s AND uuid IN ({marks}) AND (explanation IS NULL OR explanation <> %s)",
@@ -235,7 +235,7 @@ class IclmWriter:
         present = self._iclm_claim_columns(cur)
         columns.update({k: v for k, v in fork.items() if k in present})
         names = ", ".join(columns)
-        marks = ", ".join(["%s"] * len(columns))
+        marks = placeholders(len(columns))
         cur.execute(f"INSERT INTO iclm_claim ({names}) VALUES ({marks})", tuple(columns.values()))  # noqa: S608
         claim_id = int(cur.lastrowid)
         self._ensure_lines(cur, claim, claim_id=claim_id, bill_id=bill_id, user=user, now=now)
@@ -405,7 +405,7 @@ class IclmWriter:
     @staticmethod
     def _uuids(cur: DictCursor, table: str, uuids: Iterable[str]) -> set[str]:
         wanted = list(uuids)
-        marks = ", ".join(["%s"] * len(wanted))
+        marks = placeholders(len(wanted))
         cur.execute(f"SELECT uuid FROM {table} WHERE uuid IN ({marks})", tuple(wanted))  # noqa: S608 - internal table
         return {str(r["uuid"]) for r in cur.fetchall()}
 
@@ -414,7 +414,7 @@ class IclmWriter:
         """When each line was served: the order's ``date_activated`` or the obs' ``obs_datetime``."""
         if not source_uuids:
             return {}
-        marks = ", ".join(["%s"] * len(source_uuids))
+        marks = placeholders(len(source_uuids))
         cur.execute(
             f"SELECT uuid, date_activated AS ts FROM orders WHERE uuid IN ({marks})"  # noqa: S608 - placeholders only
             f" UNION ALL SELECT uuid, obs_datetime AS ts FROM obs WHERE uuid IN ({marks})",
