@@ -27,11 +27,12 @@ first delivery's effect is durable yet.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cdc_claims.capture.envelope import ChangeEvent, Position, RowChange, Tombstone, TxMarker, TxStatus
+from cdc_claims.lru import Lru
 
 
 @dataclass(frozen=True)
@@ -95,29 +96,6 @@ class _Open:
         return Transaction(self.tx_id, rows, tuple(sorted(self.positions)), commit_ts, complete=complete)
 
 
-class _BoundedSet:
-    """Insertion-ordered set that forgets its oldest members beyond ``limit`` (an LRU of ids)."""
-
-    def __init__(self, limit: int) -> None:
-        self._items: OrderedDict[str, None] = OrderedDict()
-        self._limit = limit
-
-    def add(self, item: str) -> None:
-        self._items[item] = None
-        self._items.move_to_end(item)
-        while len(self._items) > self._limit:
-            self._items.popitem(last=False)
-
-    def hit(self, item: str) -> bool:
-        if item in self._items:
-            self._items.move_to_end(item)
-            return True
-        return False
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 class TransactionBuffer:
     """Feed parsed records in any interleaving; get completed transactions back.
 
@@ -134,8 +112,9 @@ class TransactionBuffer:
     def __init__(self, *, watched: Iterable[str] | None = None, remember_completed: int = 10_000) -> None:
         self._watched = None if watched is None else frozenset(watched)
         self._open: dict[str, _Open] = {}
-        self._completed = _BoundedSet(remember_completed)
-        self._expired = _BoundedSet(remember_completed)
+        # ids of transactions finished recently: an LRU used as a set (the values mean nothing)
+        self._completed: Lru[str, None] = Lru(remember_completed)
+        self._expired: Lru[str, None] = Lru(remember_completed)
 
     # -- counts, for metrics and memory bounds ------------------------------------------
     @property
@@ -152,7 +131,7 @@ class TransactionBuffer:
 
     def is_finished(self, tx_id: str) -> bool:
         """True if ``tx_id`` was completed or expired recently (and is still remembered)."""
-        return self._completed.hit(tx_id) or self._expired.hit(tx_id)
+        return self._completed.touch(tx_id) or self._expired.touch(tx_id)
 
     # -- feeding -------------------------------------------------------------------------
     def feed(self, event: ChangeEvent, now: float) -> FeedResult:
@@ -169,9 +148,9 @@ class TransactionBuffer:
             tx_id = f"{row.position.topic}/{row.position.partition}/{row.position.offset}"
             single = Transaction(tx_id, (row,), (row.position,), row.source_ts_ms, transactional=False)
             return FeedResult(completed=(single,))
-        if self._completed.hit(row.tx_id):
+        if self._completed.touch(row.tx_id):
             return FeedResult(ignored=(row.position,))
-        if self._expired.hit(row.tx_id):
+        if self._expired.touch(row.tx_id):
             late = Transaction(row.tx_id, (row,), (row.position,), row.source_ts_ms, complete=False)
             return FeedResult(completed=(late,))
         tx = self._open_tx(row.tx_id, now)
@@ -180,7 +159,7 @@ class TransactionBuffer:
         return self._maybe_complete(tx)
 
     def _feed_marker(self, marker: TxMarker, now: float) -> FeedResult:
-        if self._completed.hit(marker.tx_id) or self._expired.hit(marker.tx_id):
+        if self._completed.touch(marker.tx_id) or self._expired.touch(marker.tx_id):
             return FeedResult(ignored=(marker.position,))
         tx = self._open_tx(marker.tx_id, now)
         if tx.add_position(marker.position) and marker.status is TxStatus.END:
@@ -198,7 +177,7 @@ class TransactionBuffer:
         if not tx.is_complete(self._watched):
             return FeedResult()
         del self._open[tx.tx_id]
-        self._completed.add(tx.tx_id)
+        self._completed.put(tx.tx_id, None)
         return FeedResult(completed=(tx.freeze(complete=True),))
 
     # -- bounding ------------------------------------------------------------------------
@@ -212,5 +191,5 @@ class TransactionBuffer:
         stale = sorted((o for o in self._open.values() if now - o.last_seen >= older_than), key=lambda o: o.last_seen)
         for tx in stale:
             del self._open[tx.tx_id]
-            self._expired.add(tx.tx_id)
+            self._expired.put(tx.tx_id, None)
         return tuple(tx.freeze(complete=False) for tx in stale)

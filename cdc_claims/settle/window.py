@@ -27,13 +27,13 @@ encounter waits in :meth:`SettleTracker.needs_visit_lookup` until :meth:`SettleT
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from cdc_claims.assemble.model import UnitKind
 from cdc_claims.capture.touched import Touches
+from cdc_claims.lru import Lru
 from cdc_claims.settings import SettleSettings
 
 DueReason = Literal["quiet", "closed", "idle", "voided"]
@@ -94,26 +94,6 @@ class _State:
         return self.version
 
 
-class _Lru:
-    """A bounded int -> value memory (encounter -> visit, visit -> closed)."""
-
-    def __init__(self, limit: int) -> None:
-        self._items: OrderedDict[int, int | bool] = OrderedDict()
-        self._limit = limit
-
-    def get(self, key: int) -> int | bool | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: int, value: int | bool) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self._limit:
-            self._items.popitem(last=False)
-
-
 class SettleTracker:
     """Pending units and their quiet periods. ``now`` is caller-supplied seconds."""
 
@@ -122,8 +102,8 @@ class SettleTracker:
         self._units: dict[Unit, _State] = {}
         self._awaiting: dict[int, _State] = {}  # visit mode: encounter id -> touches, visit unknown
         self._tag_refs: dict[Hashable, int] = {}
-        self._visit_of = _Lru(remember)
-        self._closed = _Lru(remember)
+        self._visit_of: Lru[int, int] = Lru(remember)  # encounter id -> visit id
+        self._closed: Lru[int, bool] = Lru(remember)  # visit id -> date_stopped set
 
     # -- counts ---------------------------------------------------------------------------
     @property
