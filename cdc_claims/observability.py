@@ -10,8 +10,12 @@
 already keeps, such as "Kafka assignment received, last DB ping fine"), never block for long.
 If it raises, the answer is 503 and the reason is the error's ``reason`` (for a
 :class:`~cdc_claims.errors.CdcClaimsError`) or its class name: never its message, which could
-carry a host name or worse. The server runs in one daemon thread; :meth:`MetricsServer.close`
-stops it::
+carry a host name or worse.
+
+``/metrics`` is prometheus_client's own WSGI app, so format negotiation (text or OpenMetrics)
+and gzip are not ours to keep right; a small router in front adds the probes (the library's
+``start_wsgi_server`` builds its own app and cannot take them). ``wsgiref`` serves the router
+from one daemon thread, without a log line per request; :meth:`MetricsServer.close` stops it::
 
     with serve(settings.metrics_port, ready=role.ready):
         role.run()
@@ -20,13 +24,14 @@ stops it::
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from types import TracebackType
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
 
 from cdc_claims.errors import CdcClaimsError
 from cdc_claims.log import get_logger
@@ -35,6 +40,8 @@ log = get_logger(__name__)
 
 #: True when ready; False or a short reason of our own ("openhim auth", "no assignment") when not
 Readiness = Callable[[], bool | str]
+
+_TEXT = "text/plain; charset=utf-8"
 
 #: Bind address: probes and scrapes come from outside the pod, so every interface.
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - the container's network namespace is the boundary
@@ -53,45 +60,43 @@ def readiness_reason(ready: Readiness) -> str | None:
     return None if ok else "not ready"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
+def probe_app(ready: Readiness, registry: CollectorRegistry = REGISTRY) -> WSGIApplication:
+    """The WSGI application: ``/metrics`` is prometheus_client's own app, the two probes are ours."""
+    metrics_app: WSGIApplication = make_wsgi_app(registry)
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")  # without the query string
         if path == "/metrics":
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            self._send(HTTPStatus.OK, encoder(self.server.registry), content_type)
+            return metrics_app(environ, start_response)
+        if path not in ("/healthz", "/readyz"):
+            status, body = "404 Not Found", b"not found\n"
+        elif environ.get("REQUEST_METHOD") != "GET":
+            status, body = "405 Method Not Allowed", b"use GET\n"
         elif path == "/healthz":
-            self._send(HTTPStatus.OK, b"ok\n")
-        elif path == "/readyz":
-            reason = readiness_reason(self.server.ready)
-            if reason is None:
-                self._send(HTTPStatus.OK, b"ready\n")
-            else:
-                self._send(HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {reason}\n".encode())
+            status, body = "200 OK", b"ok\n"
+        elif (reason := readiness_reason(ready)) is None:
+            status, body = "200 OK", b"ready\n"
         else:
-            self._send(HTTPStatus.NOT_FOUND, b"not found\n")
+            status, body = "503 Service Unavailable", f"not ready: {reason}\n".encode()
+        start_response(
+            status, [("Content-Type", _TEXT), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+        )
+        return [body]
 
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("probe_request", request=format % args)
+    return app
 
 
-class _Server(ThreadingHTTPServer):
+class _QuietHandler(WSGIRequestHandler):
+    """No line on stderr per request: the kubelet probes every few seconds."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """One thread per request, so a slow scrape never delays a probe; threads die with the process."""
+
     daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], ready: Readiness, registry: CollectorRegistry) -> None:
-        super().__init__(address, _Handler)
-        self.ready = ready
-        self.registry = registry
 
 
 class MetricsServer:
@@ -132,7 +137,7 @@ def serve(
     ``port=0`` binds a free port (see :attr:`MetricsServer.port`). Raises :class:`OSError` if the
     port is taken: a role must not run without its probes.
     """
-    server = _Server((host, port), ready, registry)
+    server = make_server(host, port, probe_app(ready, registry), _Server, _QuietHandler)
     handle = MetricsServer(server)
     log.info("metrics_serving", host=host, port=handle.port)
     return handle

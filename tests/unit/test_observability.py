@@ -147,3 +147,17 @@ def test_port_in_use_is_an_error(switch: Switch, server: MetricsServer) -> None:
 def test_readiness_reason_is_pure() -> None:
     assert readiness_reason(lambda: True) is None
     assert readiness_reason(lambda: False) == "not ready"
+
+
+def test_requests_leave_nothing_on_stderr(
+    client: httpx.Client, switch: Switch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    switch.ok = False
+    for path in ("/healthz", "/readyz", "/metrics", "/nope"):
+        client.get(path)
+    assert capfd.readouterr().err == ""
+
+
+def test_probes_answer_get_only(client: httpx.Client) -> None:
+    assert client.post("/healthz").status_code == 405
+    assert client.post("/metrics").status_code == 405  # prometheus_client's own answer
