@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cdc_claims import metrics, observability
-from cdc_claims.assemble.reader import OpenMrsReader, ReaderConfig
+from cdc_claims.assemble.reader import OpenMrsReader
 from cdc_claims.claim import FhirRenderer
 from cdc_claims.db import reader_connection_factory, writer_connection_factory
 from cdc_claims.errors import ConfigError, ConsumerStalled
@@ -20,6 +20,7 @@ from cdc_claims.ledger.store import Ledger
 from cdc_claims.log import get_logger
 from cdc_claims.mapping.apply import DraftBuilder
 from cdc_claims.mapping.model import ClaimMapping, load_mapping
+from cdc_claims.mapping.reading import reader_config
 from cdc_claims.pipeline.claim_service import ClaimService
 from cdc_claims.pipeline.consumer_role import ConsumerRole, data_topics
 from cdc_claims.pipeline.kafka_io import (
@@ -63,7 +64,7 @@ class Claims:
 
 def build_claims(settings: Settings, publisher: KafkaPublisher, client: OpenImisClient) -> Claims:
     mapping = load(settings)
-    reader = OpenMrsReader(reader_connection_factory(settings.db), ReaderConfig.from_mapping(mapping))
+    reader = OpenMrsReader(reader_connection_factory(settings.db), reader_config(mapping))
     reader.resolve()
     ledger = Ledger(writer_connection_factory(settings.db))
     service = ClaimService(

@@ -49,10 +49,10 @@ from cdc_claims.assemble.model import (
     UnitKind,
     Visit,
 )
-from cdc_claims.assemble.selection import derive_consultations
+from cdc_claims.assemble.selection import ConsultationRuleLike, derive_consultations
+from cdc_claims.assemble.vocabulary import DEFAULT_ICD_SOURCE_NAMES, OPERATIVE_NOTES_PROCEDURE
 from cdc_claims.db import ConnFactory, placeholders
 from cdc_claims.errors import ConfigError, NotClaimable, SourceUnavailable
-from cdc_claims.mapping.model import DEFAULT_ICD_SOURCE_NAMES, OPERATIVE_NOTES_PROCEDURE, ClaimMapping, ConsultationRule
 
 Row = dict[str, Any]
 
@@ -77,7 +77,11 @@ class DiagnosisConcepts:
 
 @dataclass(frozen=True)
 class ReaderConfig:
-    """What the reader needs from the mapping file (build it with :meth:`from_mapping`)."""
+    """What the reader needs from the mapping file.
+
+    Plain values, so the reader imports nothing from :mod:`cdc_claims.mapping`: the mapping builds
+    one with :func:`cdc_claims.mapping.reading.reader_config`. The defaults are Bahmni's own.
+    """
 
     insurance_identifier_type: str | None = None  # uuid or name
     insurance_attribute_type: str | None = None  # uuid or name
@@ -87,24 +91,9 @@ class ReaderConfig:
     radiology_order_types: tuple[str, ...] = ("Radiology Order",)
     procedure_order_types: tuple[str, ...] = ("Procedure Order",)
     procedure_obs_concepts: tuple[str, ...] = (OPERATIVE_NOTES_PROCEDURE,)
-    consultations: tuple[ConsultationRule, ...] = ()
+    consultations: tuple[ConsultationRuleLike, ...] = ()
     term_sources: tuple[str, ...] = ()  # concept source names whose terms lines carry (concept_terms rules)
     diagnosis_concepts: DiagnosisConcepts = field(default_factory=DiagnosisConcepts)
-
-    @classmethod
-    def from_mapping(cls, mapping: ClaimMapping) -> ReaderConfig:
-        return cls(
-            insurance_identifier_type=mapping.insurance_number.patient_identifier_type,
-            insurance_attribute_type=mapping.insurance_number.person_attribute_type,
-            icd_source_uuid=mapping.icd10.source.uuid,
-            icd_source_names=mapping.icd10.source.names,
-            lab_order_types=mapping.order_types.lab,
-            radiology_order_types=mapping.order_types.radiology,
-            procedure_order_types=mapping.order_types.procedure,
-            procedure_obs_concepts=mapping.procedure_obs_concepts,
-            consultations=mapping.consultations,
-            term_sources=tuple(sorted({rule.source for rule in mapping.concept_terms})),
-        )
 
 
 @dataclass(frozen=True)

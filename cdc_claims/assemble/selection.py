@@ -31,9 +31,49 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol, TypeVar
 
 from cdc_claims.assemble.model import BillableLine, ClaimDiagnosis, Diagnosis, Encounter, Visit
-from cdc_claims.mapping.model import ConsultationRule, DiagnosisPolicy
+
+# ------------------------------------------------------------------------------------------
+# What the rules read of the mapping file. Declared here as protocols, so this package imports
+# nothing from cdc_claims.mapping (whose apply and check import this one): the mapping's own
+# DiagnosisPolicy and ConsultationRule fit them as they are.
+# ------------------------------------------------------------------------------------------
+
+
+class DiagnosisPolicyLike(Protocol):
+    """Which diagnoses a claim carries (``mapping.model.DiagnosisPolicy``)."""
+
+    @property
+    def confirmed_only(self) -> bool: ...
+
+    @property
+    def max(self) -> int: ...
+
+
+class CodedLike(Protocol):
+    @property
+    def code(self) -> str: ...
+
+
+class ConsultationRuleLike(Protocol):
+    """An encounter (and visit) type billed as a service (``mapping.model.ConsultationRule``)."""
+
+    @property
+    def encounter_type(self) -> str: ...
+
+    @property
+    def visit_type(self) -> str | None: ...
+
+    @property
+    def service(self) -> CodedLike: ...
+
+    @property
+    def concept(self) -> str: ...
+
+
+RuleT = TypeVar("RuleT", bound=ConsultationRuleLike)
 
 #: Namespace of the synthetic ``source_uuid`` of derived lines (uuid5 over "<encounter uuid>:<code>").
 DERIVED_LINE_NAMESPACE = uuid.UUID("6f1d3c52-7a0e-5b8e-9c2a-5d1f0e4b7a21")
@@ -76,7 +116,7 @@ class DiagnosisSelection:
 
 def select_diagnoses(
     diagnoses: Iterable[Diagnosis],
-    policy: DiagnosisPolicy,
+    policy: DiagnosisPolicyLike,
     *,
     strip_dots: bool,
     known: Mapping[str, str] | None = None,
@@ -128,7 +168,7 @@ def select_diagnoses(
 # ------------------------------------------------------------------------------------------
 
 
-def consultation_rule(encounter: Encounter, visit: Visit, rules: Iterable[ConsultationRule]) -> ConsultationRule | None:
+def consultation_rule(encounter: Encounter, visit: Visit, rules: Iterable[RuleT]) -> RuleT | None:
     """The first rule whose encounter type (and visit type, if it names one) matches, by uuid or name."""
     for rule in rules:
         if rule.encounter_type not in (encounter.type_uuid, encounter.type_name):
@@ -147,7 +187,7 @@ def derived_line_uuid(encounter_uuid: str, code: str) -> str:
 def derive_consultations(
     encounters: Iterable[Encounter],
     visit: Visit,
-    rules: Iterable[ConsultationRule],
+    rules: Iterable[ConsultationRuleLike],
     concept_ids: Mapping[str, int],
 ) -> tuple[BillableLine, ...]:
     """One consultation line per non-voided encounter that a rule matches.

@@ -21,9 +21,11 @@ import pymysql.cursors
 
 from cdc_claims.assemble.reader import ReaderConfig, read_locations, read_order_kinds
 from cdc_claims.assemble.selection import known_index, normalise_icd
+from cdc_claims.assemble.vocabulary import DEFAULT_ICD_SOURCE_NAMES
 from cdc_claims.db import placeholders
 from cdc_claims.errors import SourceUnavailable
-from cdc_claims.mapping.model import DEFAULT_ICD_SOURCE_NAMES, ClaimMapping
+from cdc_claims.mapping.model import ClaimMapping
+from cdc_claims.mapping.reading import reader_config
 
 Severity = Literal["blocking", "info"]
 
@@ -138,7 +140,7 @@ def _all(cur: pymysql.cursors.DictCursor, sql: str, params: Iterable[Any] = ()) 
 
 
 def _findings(cur: pymysql.cursors.DictCursor, mapping: ClaimMapping) -> list[Finding]:
-    cfg = ReaderConfig.from_mapping(mapping)
+    cfg = reader_config(mapping)
     out: list[Finding] = []
     term_rules = mapping.term_rules()
     termed = _termed_concepts(cur, term_rules) if term_rules else set()

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from cdc_claims.assemble.vocabulary import DEFAULT_ICD_SOURCE_NAMES, OPERATIVE_NOTES_PROCEDURE
 from cdc_claims.errors import ConfigError
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -46,9 +47,6 @@ CLAIM_CODE_MAX = 50
 #: Fewest hex digits of the unit uuid a claim code keeps (64 bits), checked at load for revisions up to 99.
 CLAIM_CODE_MIN_HEX = 16
 _REVISION_ROOM = len("-R99")
-
-DEFAULT_ICD_SOURCE_NAMES = ("ICD 10 - WHO", "ICD-10-WHO")
-OPERATIVE_NOTES_PROCEDURE = "243d25b1-9d6e-4883-86f0-ed3a34c83ab4"
 
 
 def is_uuid(value: str) -> bool:

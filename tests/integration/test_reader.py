@@ -31,6 +31,7 @@ from cdc_claims.errors import ConfigError, NotClaimable, SourceUnavailable
 from cdc_claims.mapping.apply import build_draft
 from cdc_claims.mapping.check import check_mapping, render_text
 from cdc_claims.mapping.model import ClaimMapping, load_mapping
+from cdc_claims.mapping.reading import reader_config
 from cdc_dev.base import Ports
 
 pytestmark = pytest.mark.integration
@@ -102,7 +103,7 @@ def mapping() -> ClaimMapping:
 def reader(mapping: ClaimMapping) -> OpenMrsReader:
     r = OpenMrsReader(
         connection_factory(host=HOST, port=PORT, user=READER[0], password=READER[1], database=DB),
-        ReaderConfig.from_mapping(mapping),
+        reader_config(mapping),
     )
     r.resolve()
     return r
