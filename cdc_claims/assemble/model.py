@@ -16,6 +16,8 @@ from typing import Literal
 UnitKind = Literal["encounter", "visit"]
 LineKind = Literal["drug", "lab", "radiology", "procedure", "procedure_obs", "consultation"]
 Certainty = Literal["CONFIRMED", "PROVISIONAL"]
+#: Where a diagnosis is stored: a Bahmni ``Visit Diagnoses`` obs group, or OpenMRS core's table.
+DiagnosisSource = Literal["obs", "encounter_diagnosis"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class Visit:
 class Diagnosis:
     """One current diagnosis, from either storage model (obs group or ``encounter_diagnosis``)."""
 
-    source: Literal["obs", "encounter_diagnosis"]
+    source: DiagnosisSource
     ref_uuid: str  # obs group uuid, or encounter_diagnosis uuid
     encounter_uuid: str
     concept_id: int | None  # None for a non-coded (free-text) diagnosis

@@ -8,9 +8,10 @@ It never selects patient names; rows are keyed by uuid.
 What "current" means (``shared/openmrs/DATA_MODEL.md`` §3-§5):
 
 * diagnoses from both models: non-voided ``Visit Diagnoses`` obs groups with their non-voided
-  members, minus groups whose ``Bahmni Diagnosis Revised`` member is True (GP ``concept.true``) and
-  ``Ruled Out`` ones; plus non-voided ``encounter_diagnosis`` rows (rank column ``rank`` on
-  OpenMRS 2.4, ``dx_rank`` on 2.5+, detected once);
+  members, and non-voided ``encounter_diagnosis`` rows (rank column ``rank`` on OpenMRS 2.4,
+  ``dx_rank`` on 2.5+, detected once). Which of those rows count (revised and ruled-out groups
+  do not), their certainty and rank, are pure rules of :mod:`cdc_claims.assemble.selection`:
+  this module runs the SQL and hands the rows over;
 * orders that are still in force: not voided, not a DISCONTINUE row, no non-voided child through
   ``previous_order_id`` (the child may sit in a later encounter of the visit);
 * procedures recorded as ``Operative Notes, Procedure`` obs (coded answers);
@@ -38,7 +39,6 @@ import pymysql.cursors
 from cdc_claims.assemble import queries as q
 from cdc_claims.assemble.model import (
     BillableLine,
-    Certainty,
     ClaimContext,
     Diagnosis,
     Encounter,
@@ -49,7 +49,16 @@ from cdc_claims.assemble.model import (
     UnitKind,
     Visit,
 )
-from cdc_claims.assemble.selection import ConsultationRuleLike, derive_consultations
+from cdc_claims.assemble.selection import (
+    ConsultationRuleLike,
+    DiagnosisObsConcepts,
+    RecordedDiagnosis,
+    attach_icd,
+    derive_consultations,
+    encounter_diagnoses,
+    obs_diagnoses,
+    pick_icd_codes,
+)
 from cdc_claims.assemble.vocabulary import DEFAULT_ICD_SOURCE_NAMES, OPERATIVE_NOTES_PROCEDURE
 from cdc_claims.db import ConnFactory, placeholders
 from cdc_claims.errors import ConfigError, NotClaimable, SourceUnavailable
@@ -106,8 +115,8 @@ class PatientUnits:
 
 @dataclass(frozen=True)
 class _Meta:
-    dx: dict[str, int | None]  # DiagnosisConcepts field name -> concept id (None: not in this database)
-    true_id: int | None
+    dx_group: int | None  # concept id of Visit Diagnoses (None: no obs diagnoses in this database)
+    dx_concepts: DiagnosisObsConcepts
     icd_sources: tuple[int, ...]
     insurance_type_id: int
     rank_column: str | None  # None: no encounter_diagnosis table
@@ -308,9 +317,21 @@ class OpenMrsReader:
 
         if problems:
             raise ConfigError("mapping does not match the OpenMRS database: " + "; ".join(problems))
+        dx_concepts = DiagnosisObsConcepts(
+            coded=dx["coded"],
+            non_coded=dx["non_coded"],
+            certainty=dx["certainty"],
+            confirmed=dx["confirmed"],
+            order=dx["order"],
+            primary=dx["primary"],
+            status=dx["status"],
+            ruled_out=dx["ruled_out"],
+            revised=dx["revised"],
+            true=true_id,
+        )
         return _Meta(
-            dx,
-            true_id,
+            dx["group"],
+            dx_concepts,
             icd_sources,
             insurance_type_id,
             rank_column,
@@ -404,94 +425,27 @@ class OpenMrsReader:
     def _diagnoses(
         self, cur: pymysql.cursors.DictCursor, meta: _Meta, enc_uuids: dict[int, str]
     ) -> tuple[Diagnosis, ...]:
+        """Fetch the rows of both diagnosis models; selection decides which of them count."""
         ids = list(enc_uuids)
-        found: list[tuple[str, str, int, int | None, Certainty, bool, datetime]] = []
-        dx = meta.dx
-        if dx["group"] is not None:
-            groups: dict[int, list[Row]] = defaultdict(list)
-            for r in _all(cur, q.DIAGNOSIS_OBS.format(ids=placeholders(len(ids))), [*ids, dx["group"]]):
-                groups[int(r["group_id"])].append(r)
-            for members in groups.values():
-                by_concept = {int(m["member_concept_id"]): m for m in members}
-
-                def value(role: str, by_concept: dict[int, Row] = by_concept) -> Row | None:
-                    cid = dx[role]
-                    return by_concept.get(cid) if cid is not None else None
-
-                revised, status = value("revised"), value("status")
-                if revised is not None and meta.true_id is not None and revised["value_coded"] == meta.true_id:
-                    continue
-                if status is not None and dx["ruled_out"] is not None and status["value_coded"] == dx["ruled_out"]:
-                    continue
-                coded, non_coded = value("coded"), value("non_coded")
-                concept_id = int(coded["value_coded"]) if coded and coded["value_coded"] is not None else None
-                if concept_id is None and not (non_coded and non_coded["value_text"]):
-                    continue  # an incomplete group: nothing diagnosed
-                certainty, order = value("certainty"), value("order")
-                confirmed = certainty is not None and certainty["value_coded"] == dx["confirmed"]
-                primary = order is not None and order["value_coded"] == dx["primary"]
-                head = members[0]
-                found.append(
-                    (
-                        "obs",
-                        str(head["group_uuid"]),
-                        int(head["encounter_id"]),
-                        concept_id,
-                        "CONFIRMED" if confirmed else "PROVISIONAL",
-                        primary,
-                        head["obs_datetime"],
-                    )
-                )
+        recorded: list[RecordedDiagnosis] = []
+        if meta.dx_group is not None:
+            sql = q.DIAGNOSIS_OBS.format(ids=placeholders(len(ids)))
+            recorded += obs_diagnoses(_all(cur, sql, [*ids, meta.dx_group]), meta.dx_concepts)
         if meta.rank_column is not None:
             sql = q.ENCOUNTER_DIAGNOSES.format(rank=meta.rank_column, ids=placeholders(len(ids)))
-            for r in _all(cur, sql, ids):
-                concept_id = int(r["diagnosis_coded"]) if r["diagnosis_coded"] is not None else None
-                if concept_id is None and not r["diagnosis_non_coded"]:
-                    continue
-                cert: Certainty = "CONFIRMED" if str(r["certainty"]).upper() == "CONFIRMED" else "PROVISIONAL"
-                found.append(
-                    (
-                        "encounter_diagnosis",
-                        str(r["uuid"]),
-                        int(r["encounter_id"]),
-                        concept_id,
-                        cert,
-                        r["dx_rank"] == 1,
-                        r["date_created"],
-                    )
-                )
-        icd = self._icd_codes(cur, meta, {f[3] for f in found if f[3] is not None})
-        return tuple(
-            Diagnosis(
-                source=src,  # type: ignore[arg-type]
-                ref_uuid=ref,
-                encounter_uuid=enc_uuids[enc_id],
-                concept_id=cid,
-                concept_uuid=icd[cid][0] if cid is not None else None,
-                icd10=icd[cid][1] if cid is not None else None,
-                certainty=cert,
-                primary=primary,
-                recorded=recorded,
-            )
-            for src, ref, enc_id, cid, cert, primary, recorded in found
-        )
+            recorded += encounter_diagnoses(_all(cur, sql, ids))
+        concept_ids = sorted({d.concept_id for d in recorded if d.concept_id is not None})
+        return attach_icd(recorded, enc_uuids, pick_icd_codes(self._icd_rows(cur, meta, concept_ids)))
 
-    def _icd_codes(
-        self, cur: pymysql.cursors.DictCursor, meta: _Meta, concept_ids: set[int]
-    ) -> dict[int, tuple[str, str | None]]:
-        """concept_id -> (concept uuid, ICD code of the configured source or None); SAME-AS first."""
+    @staticmethod
+    def _icd_rows(cur: pymysql.cursors.DictCursor, meta: _Meta, concept_ids: list[int]) -> list[Row]:
+        """Every reference map of the concepts, ICD terms of the configured source(s), SAME-AS first."""
         if not concept_ids:
-            return {}
-        ids = sorted(concept_ids)
-        sql = q.DIAGNOSIS_CONCEPTS.format(sources=placeholders(len(meta.icd_sources)), ids=placeholders(len(ids)))
-        out: dict[int, tuple[str, str | None]] = {}
-        for r in _all(cur, sql, [*meta.icd_sources, *ids]):
-            cid = int(r["concept_id"])
-            code = str(r["code"]).strip() if r["code"] is not None else None
-            current = out.get(cid)
-            if current is None or (current[1] is None and code):
-                out[cid] = (str(r["uuid"]), code or None)
-        return out
+            return []
+        sql = q.DIAGNOSIS_CONCEPTS.format(
+            sources=placeholders(len(meta.icd_sources)), ids=placeholders(len(concept_ids))
+        )
+        return _all(cur, sql, [*meta.icd_sources, *concept_ids])
 
     @staticmethod
     def _chain_roots(cur: pymysql.cursors.DictCursor, orders: Sequence[Row]) -> dict[int, str]:

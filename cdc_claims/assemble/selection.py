@@ -1,7 +1,20 @@
-"""Pure selection rules: which diagnoses a claim carries, how ICD codes are spelled, consultations.
+"""Pure selection rules: which diagnoses count and which a claim carries, ICD codes, consultations.
 
-No I/O here: the reader hands over every *current* diagnosis and billable line, and these
-functions decide what the claim shows.
+No I/O here: the reader (:mod:`cdc_claims.assemble.reader`) runs the SQL and hands over rows,
+and these functions decide what they mean. Keeping the rules out of the MySQL adapter lets
+them be tested on plain dicts, and read in one place.
+
+Which recorded diagnoses are current (:func:`obs_diagnoses`, :func:`encounter_diagnoses`)
+    ``shared/openmrs/DATA_MODEL.md`` §3. The reader fetches only non-voided rows (voided groups,
+    members and ``encounter_diagnosis`` rows never reach these functions). A Bahmni ``Visit
+    Diagnoses`` obs group then does **not** count when its ``Bahmni Diagnosis Revised`` member
+    is True (the GP ``concept.true``: a later group replaces it), when its ``Bahmni Diagnosis
+    Status`` is ``Ruled Out``, or when it names nothing (neither a coded answer nor free text).
+    It is CONFIRMED when its ``Diagnosis Certainty`` answer is ``Confirmed`` (else PROVISIONAL)
+    and primary when its ``Diagnosis order`` answer is ``Primary``. A core ``encounter_diagnosis``
+    row counts when it is coded or has free text; CONFIRMED by its ``certainty`` (any case),
+    primary when its rank is 1. :func:`pick_icd_codes` then gives each coded concept the first
+    ICD code of the configured source, SAME-AS maps first (the SQL orders the rows so).
 
 ICD-10 codes
     Bahmni's ICD source spells codes with a dot (``E05.90``); openIMIS's own list
@@ -30,10 +43,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from cdc_claims.assemble.model import BillableLine, ClaimDiagnosis, Diagnosis, Encounter, Visit
+from cdc_claims.assemble.model import (
+    BillableLine,
+    Certainty,
+    ClaimDiagnosis,
+    Diagnosis,
+    DiagnosisSource,
+    Encounter,
+    Visit,
+)
 
 # ------------------------------------------------------------------------------------------
 # What the rules read of the mapping file. Declared here as protocols, so this package imports
@@ -77,6 +99,156 @@ RuleT = TypeVar("RuleT", bound=ConsultationRuleLike)
 
 #: Namespace of the synthetic ``source_uuid`` of derived lines (uuid5 over "<encounter uuid>:<code>").
 DERIVED_LINE_NAMESPACE = uuid.UUID("6f1d3c52-7a0e-5b8e-9c2a-5d1f0e4b7a21")
+
+
+# ------------------------------------------------------------------------------------------
+# Which recorded diagnoses are current (rows as the reader fetched them)
+# ------------------------------------------------------------------------------------------
+
+Row = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DiagnosisObsConcepts:
+    """The Bahmni diagnosis concepts as concept ids of one database (None: not in it)."""
+
+    coded: int | None  # Coded Diagnosis (member: value_coded is the diagnosis concept)
+    non_coded: int | None  # Non-coded Diagnosis (member: value_text)
+    certainty: int | None  # Diagnosis Certainty (member: value_coded is `confirmed` or not)
+    confirmed: int | None  # Confirmed
+    order: int | None  # Diagnosis order (member: value_coded is `primary` or not)
+    primary: int | None  # Primary
+    status: int | None  # Bahmni Diagnosis Status (member: value_coded may be `ruled_out`)
+    ruled_out: int | None  # Ruled Out Diagnosis
+    revised: int | None  # Bahmni Diagnosis Revised (member: value_coded is `true` once revised)
+    true: int | None  # the "True" answer concept (global property concept.true)
+
+
+@dataclass(frozen=True)
+class RecordedDiagnosis:
+    """A current diagnosis as recorded, before its concept's uuid and ICD code are attached."""
+
+    source: DiagnosisSource
+    ref_uuid: str  # obs group uuid, or encounter_diagnosis uuid
+    encounter_id: int
+    concept_id: int | None  # None: a non-coded (free-text) diagnosis
+    certainty: Certainty
+    primary: bool
+    recorded: datetime
+
+
+def obs_diagnoses(rows: Iterable[Row], concepts: DiagnosisObsConcepts) -> list[RecordedDiagnosis]:
+    """The current diagnoses among ``Visit Diagnoses`` group members (rows ordered by group).
+
+    Each row is one non-voided member: ``group_id``, ``group_uuid``, ``encounter_id``,
+    ``obs_datetime`` of its group, and its own ``member_concept_id``, ``value_coded``, ``value_text``.
+    """
+    groups: dict[int, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(int(row["group_id"]), []).append(row)
+    found = (_obs_group(members, concepts) for members in groups.values())
+    return [dx for dx in found if dx is not None]
+
+
+def _obs_group(members: list[Row], concepts: DiagnosisObsConcepts) -> RecordedDiagnosis | None:
+    by_concept = {int(m["member_concept_id"]): m for m in members}
+
+    def member(concept_id: int | None) -> Row | None:
+        return by_concept.get(concept_id) if concept_id is not None else None
+
+    revised, status = member(concepts.revised), member(concepts.status)
+    if revised is not None and concepts.true is not None and revised["value_coded"] == concepts.true:
+        return None  # a later group replaces this one
+    if status is not None and concepts.ruled_out is not None and status["value_coded"] == concepts.ruled_out:
+        return None
+    coded, non_coded = member(concepts.coded), member(concepts.non_coded)
+    concept_id = int(coded["value_coded"]) if coded is not None and coded["value_coded"] is not None else None
+    if concept_id is None and not (non_coded is not None and non_coded["value_text"]):
+        return None  # an incomplete group: nothing diagnosed
+    certainty, order = member(concepts.certainty), member(concepts.order)
+    confirmed = certainty is not None and certainty["value_coded"] == concepts.confirmed
+    head = members[0]
+    return RecordedDiagnosis(
+        source="obs",
+        ref_uuid=str(head["group_uuid"]),
+        encounter_id=int(head["encounter_id"]),
+        concept_id=concept_id,
+        certainty="CONFIRMED" if confirmed else "PROVISIONAL",
+        primary=order is not None and order["value_coded"] == concepts.primary,
+        recorded=head["obs_datetime"],
+    )
+
+
+def encounter_diagnoses(rows: Iterable[Row]) -> list[RecordedDiagnosis]:
+    """The current diagnoses among non-voided ``encounter_diagnosis`` rows (OpenMRS core model).
+
+    Each row: ``uuid``, ``encounter_id``, ``diagnosis_coded``, ``diagnosis_non_coded``,
+    ``certainty``, ``dx_rank`` (the ``rank`` or ``dx_rank`` column) and ``date_created``.
+    """
+    found: list[RecordedDiagnosis] = []
+    for row in rows:
+        concept_id = int(row["diagnosis_coded"]) if row["diagnosis_coded"] is not None else None
+        if concept_id is None and not row["diagnosis_non_coded"]:
+            continue
+        found.append(
+            RecordedDiagnosis(
+                source="encounter_diagnosis",
+                ref_uuid=str(row["uuid"]),
+                encounter_id=int(row["encounter_id"]),
+                concept_id=concept_id,
+                certainty="CONFIRMED" if str(row["certainty"]).upper() == "CONFIRMED" else "PROVISIONAL",
+                primary=row["dx_rank"] == 1,
+                recorded=row["date_created"],
+            )
+        )
+    return found
+
+
+def pick_icd_codes(rows: Iterable[Row]) -> dict[int, tuple[str, str | None]]:
+    """concept_id -> (concept uuid, its ICD code or None), from rows in preference order.
+
+    Each row is one reference map of a diagnosis concept (``concept_id``, ``uuid``, ``code``:
+    None when the map is not to the ICD source), SAME-AS maps first: the first row with a code
+    wins; a concept without any keeps its uuid and no code.
+    """
+    out: dict[int, tuple[str, str | None]] = {}
+    for row in rows:
+        concept_id = int(row["concept_id"])
+        code = str(row["code"]).strip() if row["code"] is not None else None
+        current = out.get(concept_id)
+        if current is None or (current[1] is None and code):
+            out[concept_id] = (str(row["uuid"]), code or None)
+    return out
+
+
+def attach_icd(
+    recorded: Iterable[RecordedDiagnosis],
+    encounter_uuids: Mapping[int, str],
+    icd: Mapping[int, tuple[str, str | None]],
+) -> tuple[Diagnosis, ...]:
+    """The :class:`Diagnosis` values of the claim context: encounter uuid, concept uuid, ICD code."""
+    out = []
+    for dx in recorded:
+        concept_uuid, code = icd[dx.concept_id] if dx.concept_id is not None else (None, None)
+        out.append(
+            Diagnosis(
+                source=dx.source,
+                ref_uuid=dx.ref_uuid,
+                encounter_uuid=encounter_uuids[dx.encounter_id],
+                concept_id=dx.concept_id,
+                concept_uuid=concept_uuid,
+                icd10=code,
+                certainty=dx.certainty,
+                primary=dx.primary,
+                recorded=dx.recorded,
+            )
+        )
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------------------
+# ICD codes and which diagnoses the claim carries
+# ------------------------------------------------------------------------------------------
 
 
 def undotted(code: str) -> str:
