@@ -44,6 +44,7 @@ from cdc_claims.pipeline.ports import (
     ClaimApi,
     Clock,
     DraftBuilder,
+    JsonDict,
     LedgerPort,
     Publisher,
     Reader,
@@ -85,6 +86,17 @@ class UnitResult:
     claim_code: str | None = None
     reason: str | None = None
     status: str | None = None
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """What one POST came to: a normalized response, or why there is none."""
+
+    normalized: NormalizedResponse | None = None
+    replayed: bool = False  # openIMIS already had the code: the response was fetched
+    refused: str | None = None  # openIMIS refused the claim (the message says why)
+    unknown: UnknownClaimStatus | None = None  # openIMIS holds it under a status we do not know
+    mismatch: str = ""  # the answer could not be read
 
 
 class ClaimService:
@@ -247,32 +259,15 @@ class ClaimService:
         except ClaimRenderError as invalid:  # nothing was sent
             return self._hold_draft(unit, ctx, draft, "invalid_claim", str(invalid))
         self._record(ctx, draft, advance(state, Event.SUBMIT), attempts=attempts)
-        replayed = False
-        started = self._clock.monotonic()
-        try:
-            self._count.submitted.inc()
-            response = self._api.submit_claim(claim)
-        except DuplicateClaimCode:
-            replayed = True
-            response = self._api.get_claim_response(draft.code)
-        except ClaimRefused as refused:
+        sent = self._post(unit, draft, claim)
+        if sent.refused is not None:
             self._pub.audit(draft.code, self._render.audit_bundle(ctx, draft, claim))
-            return self._fail(unit, ctx, draft, attempts, reason="refused_by_openimis", text=refused.message)
-        # any other SubmitError is retriable (network, 5xx, auth, no channel): it propagates and
-        # the row stays "submitting" under this lease-free unit until the consumer's next try
-
-        submit_seconds = self._clock.monotonic() - started
-        self._failpoint("after_submit")  # openIMIS has the claim; no reply, ledger still "submitting"
-        try:
-            normalized = self._normalize(response, draft, received_at=self._clock.now())
-        except UnknownClaimStatus as unknown:  # openIMIS holds it: follow it, never re-send it
-            return self._unknown_status(unit, ctx, draft, attempts, unknown)
-        except ResponseMismatch as mismatch:  # keep it visible, re-runnable
-            return self._fail(unit, ctx, draft, attempts, reason="unreadable_response", text=str(mismatch))
-        timings = Timings(unit.captured_ms, submit_seconds, int(self._clock.now().timestamp() * 1000))
-        self._pub.reply(ReplyMessage(draft, normalized, unit.source_committed_ms, timings))
-        self._pub.flush()
-        self._failpoint("after_reply")  # reply published; ledger and offsets not yet moved on
+            return self._fail(unit, ctx, draft, attempts, reason="refused_by_openimis", text=sent.refused)
+        if sent.unknown is not None:  # openIMIS holds it: follow it, never re-send it
+            return self._unknown_status(unit, ctx, draft, attempts, sent.unknown)
+        if sent.normalized is None:  # unreadable: keep it visible, re-runnable
+            return self._fail(unit, ctx, draft, attempts, reason="unreadable_response", text=sent.mismatch)
+        normalized, replayed = sent.normalized, sent.replayed
         # The audit Bundle (Claim as sent + Patient, Encounter, ...) is off the writer's critical path.
         self._pub.audit(draft.code, self._render.audit_bundle(ctx, draft, claim))
         new_state = advance(State.SUBMITTING, response_event(normalized.openimis_status))
@@ -295,6 +290,37 @@ class ClaimService:
             lines=len(draft.lines),
         )
         return UnitResult(unit, "replayed" if replayed else "submitted", draft.code, status=new_state.value)
+
+    def _post(self, unit: UnitRef, draft: ClaimDraft, claim: JsonDict) -> _Sent:
+        """POST the claim (a "code already exists" answer means an earlier try got through: its
+        ClaimResponse is fetched instead), read the answer and publish the reply.
+
+        Any other SubmitError is retriable (network, 5xx, auth, no channel): it propagates and
+        the row stays ``submitting`` until the next try, which finds the claim by its code.
+        """
+        replayed = False
+        started = self._clock.monotonic()
+        try:
+            self._count.submitted.inc()
+            response = self._api.submit_claim(claim)
+        except DuplicateClaimCode:
+            replayed = True
+            response = self._api.get_claim_response(draft.code)
+        except ClaimRefused as refused:
+            return _Sent(refused=refused.message)
+        submit_seconds = self._clock.monotonic() - started
+        self._failpoint("after_submit")  # openIMIS has the claim; no reply, ledger still "submitting"
+        try:
+            normalized = self._normalize(response, draft, received_at=self._clock.now())
+        except UnknownClaimStatus as unknown:
+            return _Sent(unknown=unknown)
+        except ResponseMismatch as mismatch:
+            return _Sent(mismatch=str(mismatch))
+        timings = Timings(unit.captured_ms, submit_seconds, int(self._clock.now().timestamp() * 1000))
+        self._pub.reply(ReplyMessage(draft, normalized, unit.source_committed_ms, timings))
+        self._pub.flush()
+        self._failpoint("after_reply")  # reply published; ledger and offsets not yet moved on
+        return _Sent(normalized=normalized, replayed=replayed)
 
     def _fail(
         self, unit: UnitRef, ctx: ClaimContext, draft: ClaimDraft, attempts: int, *, reason: str, text: str
@@ -539,42 +565,32 @@ class ClaimService:
             )
             return
         self._ledger.upsert_claim(replace(record, state=State.SUBMITTING, draft_json=encode_draft(draft)))
-        started = self._clock.monotonic()
-        try:
-            self._count.submitted.inc()
-            response = self._api.submit_claim(claim)
-        except DuplicateClaimCode:
-            response = self._api.get_claim_response(draft.code)
-        except ClaimRefused as refused:
+        sent = self._post(unit, draft, claim)
+        if sent.refused is not None:
             self._ledger.upsert_claim(
-                replace(record, state=State.FAILED, reason="refused_by_openimis", detail=refused.message[:2000])
+                replace(record, state=State.FAILED, reason="refused_by_openimis", detail=sent.refused[:2000])
             )
-            self._pub.held(draft.code, self._notice(ctx, draft.code, "refused_by_openimis", refused.message, "failed"))
+            self._pub.held(draft.code, self._notice(ctx, draft.code, "refused_by_openimis", sent.refused, "failed"))
             self._pub.flush()
             self._count.held.labels(reason="refused_by_openimis").inc()
             return
-        submit_seconds = self._clock.monotonic() - started
-        try:
-            normalized = self._normalize(response, draft, received_at=self._clock.now())
-        except UnknownClaimStatus as unknown:
+        if sent.unknown is not None:
             self._ledger.upsert_claim(
                 replace(
                     record,
                     state=State.UNKNOWN_STATUS,
                     reason="unknown_status",
-                    detail=unknown.message[:2000],
-                    openimis_claim_uuid=unknown.claim_uuid,
+                    detail=sent.unknown.message[:2000],
+                    openimis_claim_uuid=sent.unknown.claim_uuid,
                 )
             )
             return
-        except ResponseMismatch as mismatch:
+        if sent.normalized is None:
             self._ledger.upsert_claim(
-                replace(record, state=State.FAILED, reason="unreadable_response", detail=str(mismatch)[:2000])
+                replace(record, state=State.FAILED, reason="unreadable_response", detail=sent.mismatch[:2000])
             )
             return
-        timings = Timings(unit.captured_ms, submit_seconds, int(self._clock.now().timestamp() * 1000))
-        self._pub.reply(ReplyMessage(draft, normalized, unit.source_committed_ms, timings))
-        self._pub.flush()
+        normalized = sent.normalized
         self._pub.audit(draft.code, self._render.audit_bundle(ctx, draft, claim))
         state = advance(State.SUBMITTING, response_event(normalized.openimis_status))
         self._ledger.upsert_claim(
