@@ -15,6 +15,10 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: What one claim covers: an encounter, or a whole visit (``SettleSettings.mode``). Defined here,
+#: at the bottom of the package, because every stage from settle to the ledger speaks of it.
+UnitKind = Literal["encounter", "visit"]
+
 
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -78,7 +82,7 @@ class OpenHimSettings(BaseModel):
 
 
 class SettleSettings(BaseModel):
-    mode: Literal["encounter", "visit"] = "encounter"
+    mode: UnitKind = "encounter"
     #: Quiet period after the last committed change before an encounter is claimed. Five
     #: minutes: most OPD edit sessions end as one claim, later additions become supplements
     #: (docs/corrections.md weighs latency against corrections).

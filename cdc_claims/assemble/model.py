@@ -13,7 +13,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
 
-UnitKind = Literal["encounter", "visit"]
+from cdc_claims.settings import UnitKind
+
 LineKind = Literal["drug", "lab", "radiology", "procedure", "procedure_obs", "consultation"]
 Certainty = Literal["CONFIRMED", "PROVISIONAL"]
 #: Where a diagnosis is stored: a Bahmni ``Visit Diagnoses`` obs group, or OpenMRS core's table.

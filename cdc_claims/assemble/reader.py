@@ -46,7 +46,6 @@ from cdc_claims.assemble.model import (
     Location,
     Patient,
     Provider,
-    UnitKind,
     Visit,
 )
 from cdc_claims.assemble.selection import (
@@ -62,6 +61,7 @@ from cdc_claims.assemble.selection import (
 from cdc_claims.assemble.vocabulary import DEFAULT_ICD_SOURCE_NAMES, OPERATIVE_NOTES_PROCEDURE
 from cdc_claims.db import ConnFactory, placeholders
 from cdc_claims.errors import ConfigError, NotClaimable, SourceUnavailable
+from cdc_claims.settings import UnitKind
 
 Row = dict[str, Any]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from cdc_claims.assemble.model import UnitKind
 from cdc_claims.lifecycle import State
+from cdc_claims.settings import UnitKind
 
 
 @dataclass(frozen=True)

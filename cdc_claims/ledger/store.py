@@ -16,11 +16,11 @@ from typing import Any
 
 import pymysql
 
-from cdc_claims.assemble.model import UnitKind
 from cdc_claims.db import ConnFactory, placeholders, transaction
 from cdc_claims.errors import WriteBackError
 from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
 from cdc_claims.lifecycle import State
+from cdc_claims.settings import UnitKind
 
 TABLE = "cdc_claims_ledger"
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal, Protocol
 
-from cdc_claims.assemble.model import ClaimContext, ClaimDraft, UnitKind
+from cdc_claims.assemble.model import ClaimContext, ClaimDraft
 from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
 from cdc_claims.lifecycle import State
 from cdc_claims.reply.model import ReplyMessage, WithdrawalNotice
+from cdc_claims.settings import UnitKind
 
 JsonDict = dict[str, Any]
 Offsets = Mapping[tuple[str, int], int]  # {(topic, partition): next offset to read}

@@ -31,10 +31,9 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cdc_claims.assemble.model import UnitKind
 from cdc_claims.capture.touched import Touches
 from cdc_claims.lru import Lru
-from cdc_claims.settings import SettleSettings
+from cdc_claims.settings import SettleSettings, UnitKind
 
 DueReason = Literal["quiet", "closed", "idle", "voided"]
 

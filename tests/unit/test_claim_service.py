@@ -18,7 +18,6 @@ from cdc_claims.assemble.model import (
     ClaimLine,
     Encounter,
     Patient,
-    UnitKind,
     Visit,
 )
 from cdc_claims.errors import (
@@ -37,6 +36,7 @@ from cdc_claims.pipeline.claim_service import ClaimService
 from cdc_claims.pipeline.ports import UnitRef
 from cdc_claims.reply.model import LineOutcome, NormalizedResponse, ReplyMessage, WithdrawalNotice, encode_draft
 from cdc_claims.reply.normalize import IclmStatus, StatusCode
+from cdc_claims.settings import UnitKind
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

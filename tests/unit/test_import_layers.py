@@ -86,3 +86,49 @@ def test_the_reader_side_needs_nothing_from_the_mapping_or_the_write_side() -> N
 def test_cycle_finder_finds_one() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+#: The stages in the order data flows through them, lowest first: a part may import its own
+#: layer and any lower one, never a higher one. The foundation (errors, settings, the database
+#: seam, the lifecycle table...) is shared by all; the composition root sits on top.
+LAYERS: list[set[str]] = [
+    {"errors", "settings", "log", "lru", "failpoints"},
+    {"metrics", "lifecycle", "health", "db", "observability"},
+    {"capture", "settle"},
+    {"assemble"},
+    {"mapping"},
+    {"claim", "reply"},
+    {"submit", "ledger", "writeback"},
+    {"pipeline"},
+    {"roles", "commands", "cli", "__main__"},
+]
+
+
+def _layer(node: str) -> int:
+    return next((i for i, names in enumerate(LAYERS) if node in names), -1)
+
+
+def test_every_part_of_the_package_has_a_layer() -> None:
+    graph = _graph()
+    parts = set(graph) | {t for targets in graph.values() for t in targets}
+    assert sorted(p for p in parts if _layer(p) < 0) == []
+
+
+def test_no_import_runs_against_the_data_flow() -> None:
+    upward = sorted(
+        f"{source} -> {target}"
+        for source, targets in _graph().items()
+        for target in targets
+        if _layer(target) > _layer(source) >= 0
+    )
+    assert upward == []
+
+
+def test_the_product_imports_no_dev_tooling() -> None:
+    dev = sorted(
+        f"{path.relative_to(PACKAGE)}: {target}"
+        for path in PACKAGE.rglob("*.py")
+        for target in _imports(path)
+        if target.split(".")[0] in {"cdc_dev", "tests", "bench", "conftest"}
+    )
+    assert dev == []
