@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: What one claim covers: an encounter, or a whole visit (``SettleSettings.mode``). Defined here,
@@ -91,6 +91,37 @@ class SettleSettings(BaseModel):
     visit_idle_seconds: float = Field(default=0.0, ge=0)
 
 
+class DeskSettings(BaseModel):
+    """The claims desk (``cdc-claims run desk``): the web app billing staff fix held claims in.
+
+    Staff sign in with a local users file (``cdc-claims desk-user``) or through OIDC (Bahmni's
+    Keycloak) when ``oidc_issuer`` is set; at least one of the two is required to run it.
+    """
+
+    port: int = Field(default=8080, ge=1, le=65535)
+    #: Signs the session cookie (CDC_CLAIMS_DESK__SESSION_SECRET, at least 32 characters).
+    session_secret: SecretStr | None = None
+    #: Local users, one ``name:pbkdf2_sha256$...`` line each (``cdc-claims desk-user NAME``).
+    users_file: Path | None = None
+    #: OpenID Connect provider (e.g. ``https://keycloak.example.org/realms/bahmni``): enables
+    #: "Sign in with ..." on the login page.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr | None = None  # CDC_CLAIMS_DESK__OIDC_CLIENT_SECRET
+    #: The callback URL registered with the provider (``https://desk.example.org/auth/callback``);
+    #: empty: derived from the request (right only when nothing rewrites the host or scheme).
+    oidc_redirect_url: str = ""
+    #: Session cookie only over HTTPS. Only a plain-http local stack or test sets this false.
+    secure_cookies: bool = True
+    page_size: int = Field(default=50, ge=5, le=500)
+
+    @field_validator("users_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        """The chart renders an unset file as "": no file, not the current directory."""
+        return None if value == "" else value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CDC_CLAIMS_", env_nested_delimiter="__", extra="ignore")
 
@@ -98,6 +129,7 @@ class Settings(BaseSettings):
     db: DatabaseSettings = DatabaseSettings()
     openhim: OpenHimSettings = OpenHimSettings()
     settle: SettleSettings = SettleSettings()
+    desk: DeskSettings = DeskSettings()
     mapping_file: Path = Path("mapping.yaml")
     log_level: str = "INFO"
     metrics_port: int = 9464

@@ -173,6 +173,16 @@ env:
     value: {{ printf "%s/ca.crt" (include "cdc-claims.caDir" .ctx) | quote }}
   {{- end }}
   {{- end }}
+  {{- if $r.secrets.desk }}
+  - name: CDC_CLAIMS_DESK__SESSION_SECRET
+    valueFrom:
+      secretKeyRef: {name: {{ $v.desk.existingSecret }}, key: {{ $v.desk.sessionSecretKey }}}
+  {{- if $v.desk.oidc.issuer }}
+  - name: CDC_CLAIMS_DESK__OIDC_CLIENT_SECRET
+    valueFrom:
+      secretKeyRef: {name: {{ $v.desk.existingSecret }}, key: {{ $v.desk.oidc.clientSecretKey }}}
+  {{- end }}
+  {{- end }}
   {{- if $v.database.tlsCa.secretName }}
   - name: CDC_CLAIMS_DB__TLS_CA
     value: {{ printf "%s/ca.crt" (include "cdc-claims.dbCaDir" .ctx) | quote }}
