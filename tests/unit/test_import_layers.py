@@ -100,6 +100,7 @@ LAYERS: list[set[str]] = [
     {"claim", "reply"},
     {"submit", "ledger", "writeback"},
     {"pipeline"},
+    {"desk"},  # the claims desk web app: reads the ledger and billing rows, acts through a port
     {"roles", "commands", "cli", "__main__"},
 ]
 
