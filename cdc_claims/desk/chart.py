@@ -35,15 +35,14 @@ _LABEL_GAP = 18
 
 
 def _nice_ceiling(value: int) -> int:
-    """The smallest 1, 2 or 5 x 10^k at or above ``value`` (at least 1): a readable axis top."""
-    if value <= 1:
-        return 1
-    step = 1
+    """The top of the axis: four equal integer steps of 1, 2, 2.5 or 5 x 10^k covering ``value``."""
+    scale = 1
     while True:
-        for factor in (1, 2, 5):
-            if step * factor >= value:
-                return step * factor
-        step *= 10
+        for factor in (1, 2, 2.5, 5) if scale >= 10 else (1, 2, 5):
+            step = int(factor * scale)
+            if 4 * step >= value:
+                return 4 * step
+        scale *= 10
 
 
 def _colour(name: str, order: Sequence[str]) -> str:
@@ -91,9 +90,9 @@ def stacked_bars(
         f'<title id="{tid}">{escape(title)}</title>',
         f'<desc id="{did}">{escape(desc)}</desc>',
     ]
-    # axis and grid: four steps up to the nice top
+    # axis and grid: four integer steps up to the top
     for step in range(5):
-        value = top * step // 4
+        value = top // 4 * step
         y = _TOP + _HEIGHT - _HEIGHT * step / 4
         out.append(
             f'<line x1="{_LEFT}" y1="{y:.1f}" x2="{_LEFT + plot_width}" y2="{y:.1f}"'

@@ -108,6 +108,7 @@ class WithdrawalLine:
     code: str
     quantity: str
     why: str
+    name: str | None = None  # the line's drug or test name, when the claim as sent holds it
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar, cast
@@ -575,11 +576,12 @@ def _claim_view(
                 withdraw=why.get(line.source_uuid) or (why["*"] if whole else None),
             )
         )
+    names = {line.source_uuid: line.name for line in lines}
     b = billed or {}
     return ClaimView(
         record=record,
         lines=tuple(lines),
-        withdrawals=withdrawals,
+        withdrawals=tuple(replace(w, name=names.get(w.source_uuid)) for w in withdrawals),
         iclm_status=b.get("status"),
         claimed_total=_decimal(b.get("claimed_total")),
         approved_total=_decimal(b.get("approved_total")),

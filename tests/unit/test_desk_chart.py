@@ -49,11 +49,11 @@ def test_segments_are_proportional_and_stacked_in_order() -> None:
         (r.findtext(f"{SVG}title"), float(r.get("height", "0")), r.get("fill")) for r in rects
     ]
     top = _nice_ceiling(5)
-    assert top == 5
+    assert top == 8
     assert tips == [
         ("d1: checked 3", pytest.approx(PLOT_HEIGHT * 3 / top, abs=0.1), COLOURS["checked"]),
         ("d1: rejected 1", pytest.approx(PLOT_HEIGHT * 1 / top, abs=0.1), COLOURS["rejected"]),
-        ("d2: checked 5", pytest.approx(PLOT_HEIGHT, abs=0.1), COLOURS["checked"]),
+        ("d2: checked 5", pytest.approx(PLOT_HEIGHT * 5 / top, abs=0.1), COLOURS["checked"]),
     ]
     # the rejected segment sits on top of the checked one
     first, second = rects[0], rects[1]
@@ -73,7 +73,7 @@ def test_empty_data_still_draws_an_axis() -> None:
     svg = stacked_bars("Nothing yet", [], [], ["checked"])
     root = _parse(svg)
     assert root.find(f"{SVG}desc").text == "No data."  # type: ignore[union-attr]
-    assert [t.text for t in root.iter(f"{SVG}text")][:1] == ["0"]
+    assert [t.text for t in root.iter(f"{SVG}text")][:5] == ["0", "1", "2", "3", "4"]
 
 
 def test_many_days_thin_the_axis_labels_but_keep_every_bar() -> None:
@@ -86,8 +86,10 @@ def test_many_days_thin_the_axis_labels_but_keep_every_bar() -> None:
     assert 0 < len(shown) < len(labels)
 
 
-def test_nice_ceiling() -> None:
-    assert [_nice_ceiling(n) for n in (0, 1, 2, 3, 6, 11, 99, 101, 4000)] == [1, 1, 2, 5, 10, 20, 100, 200, 5000]
+def test_the_axis_has_four_integer_steps_just_above_the_tallest_bar() -> None:
+    tops = [_nice_ceiling(n) for n in (0, 1, 3, 6, 11, 99, 101, 535, 4000)]
+    assert tops == [4, 4, 4, 8, 20, 100, 200, 800, 4000]
+    assert all(top % 4 == 0 for top in tops)
 
 
 def test_mismatched_input_is_refused() -> None:
