@@ -1,6 +1,8 @@
 """``cdc-claims``: the one command operators use.
 
     cdc-claims run consumer|writer|poller   long-running roles (what the Helm chart deploys)
+    cdc-claims run desk                     the claims desk: billing staff's web app
+    cdc-claims desk-user NAME               a users-file line for NAME (password from stdin)
     cdc-claims check-mapping                what the database uses that the mapping lacks
     cdc-claims rerun-held [--reason R]      re-run held/failed claims once the cause is fixed
     cdc-claims resubmit --unit U [--force]  send corrected lines openIMIS rejected, as a replacement
@@ -25,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a long-running role")
-    run.add_argument("role", choices=["consumer", "writer", "poller"])
+    run.add_argument("role", choices=["consumer", "writer", "poller", "desk"])
 
     sub.add_parser("check-mapping", help="list concepts, drugs, locations and ICD codes the mapping lacks")
 
@@ -44,11 +46,18 @@ def _parser() -> argparse.ArgumentParser:
     handled.add_argument("--line", action="append", help="only this line (source uuid; repeatable)")
     handled.add_argument("--by", required=True, help="who handled it (kept with the claim)")
 
+    user = sub.add_parser("desk-user", help="print a desk users-file line (reads the password from stdin)")
+    user.add_argument("name", help="the user name staff sign in with")
+
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "desk-user":  # needs no settings: run it anywhere the package is installed
+        from cdc_claims.commands import desk_user
+
+        return desk_user(args.name)
     from cdc_claims import log
     from cdc_claims.errors import ConfigError
     from cdc_claims.settings import Settings

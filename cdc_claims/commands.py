@@ -4,6 +4,7 @@
     cdc-claims rerun-held             held and failed units through the claim service again
     cdc-claims resubmit --unit U      corrected lines openIMIS rejected, as a replacement claim
     cdc-claims withdrawal-handled     withdrawals done in openIMIS by billing staff
+    cdc-claims desk-user NAME         a line of the claims desk's users file
 
 Each prints one line per unit or claim (progress on long runs) and exits non-zero when
 something still needs a person. The adapters come from :mod:`cdc_claims.roles`.
@@ -11,14 +12,17 @@ something still needs a person. The adapters come from :mod:`cdc_claims.roles`.
 
 from __future__ import annotations
 
+import getpass
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from cdc_claims import roles
 from cdc_claims.db import reader_connection_factory, writer_connection_factory
+from cdc_claims.desk.auth import user_line
 from cdc_claims.errors import HELD_REASONS, CdcClaimsError, ConfigError
 from cdc_claims.ledger.store import Ledger
 from cdc_claims.mapping.check import check_mapping as run_check
@@ -131,4 +135,27 @@ def withdrawal_handled(settings: Settings, *, claim_code: str, lines: Sequence[s
     finally:
         publisher.close()
     _say(f"{claim_code}: {note}; {len(left)} still to withdraw")
+    return 0
+
+
+def desk_user(name: str, *, stdin: TextIO | None = None) -> int:
+    """Print ``name:pbkdf2_sha256$...`` for the desk's users file (``CDC_CLAIMS_DESK__USERS_FILE``).
+
+    At a terminal the password is asked twice without echo; otherwise the first line of stdin
+    is the password (``printf '%s\\n' "$PW" | cdc-claims desk-user amina``). It is never printed.
+    """
+    source = stdin if stdin is not None else sys.stdin
+    if source.isatty():
+        password = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != password:
+            print("cdc-claims: the two passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = source.readline().rstrip("\r\n")
+    try:
+        line = user_line(name, password)
+    except ValueError as err:
+        print(f"cdc-claims: {err}", file=sys.stderr)
+        return 2
+    _say(line)
     return 0
