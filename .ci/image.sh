@@ -20,7 +20,8 @@
 #         gaps found) means it ran; 2, any other code or a traceback fails;
 #      c. `cdc-claims run writer` against the local stack for ~15 s, with its own consumer group
 #         and its own (empty) reply topic, so it writes nothing and disturbs no test: /healthz,
-#         /readyz and /metrics answer on the host, SIGTERM, it stops cleanly (exit 0);
+#         /readyz and /metrics answer on the host, the image's HEALTHCHECK passes, SIGTERM, it
+#         stops cleanly (exit 0);
 #      d. no dev code (no devstack, cdc_dev, tests, dev distribution, pytest, mypy, ruff in the
 #         venv; no build leftovers) and no compilers (gcc, cc, c++, make) on the PATH;
 #      e. uid 10001 and a read-only root: see check_read_only_root below.
