@@ -199,6 +199,10 @@ class OpenClaim:
 
 class OpenClaimStore(Protocol):
     def open_claims(self) -> Sequence[OpenClaim]: ...
+    def open_claim(self, claim_code: str) -> OpenClaim | None:
+        """One claim, if openIMIS may still change it (an operator asked about it now)."""
+        ...
+
     def set_state(
         self,
         claim_code: str,
