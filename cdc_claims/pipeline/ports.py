@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal, Protocol
 
 from cdc_claims.assemble.model import ClaimContext, ClaimDraft
-from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
+from cdc_claims.ledger.model import ActionRecord, ClaimRecord, LedgerEntry
 from cdc_claims.lifecycle import State
 from cdc_claims.reply.model import ReplyMessage, WithdrawalNotice
 from cdc_claims.settings import UnitKind
@@ -186,6 +186,13 @@ class ClaimLedger(LedgerPort, Protocol):
     def claim(self, claim_code: str) -> ClaimRecord | None: ...
     def open_claims(self, states: Iterable[State]) -> list[ClaimRecord]: ...
     def to_rerun(self, *, reason: str | None = None, unit_uuid: str | None = None) -> list[LedgerEntry]: ...
+
+
+class AuditLog(Protocol):
+    """Who asked for which operator action and what it came to (``cdc_claims_action``, append-only)."""
+
+    def record_action(self, *, actor: str, action: str, target: str, ok: bool, message: str) -> None: ...
+    def actions_for(self, target: str, *, limit: int = 100) -> list[ActionRecord]: ...
 
 
 # ---------------------------------------------------------------------- the poller's
