@@ -214,7 +214,7 @@ env:
 
 {{/* PromQL label matchers selecting this release's scrape targets (job = Service name under a ServiceMonitor). */}}
 {{- define "cdc-claims.promSelector" -}}
-namespace="{{ .Release.Namespace }}",job=~"{{ include "cdc-claims.fullname" . }}-(consumer|writer|poller)"
+namespace="{{ .Release.Namespace }}",job=~"{{ include "cdc-claims.fullname" . }}-(consumer|writer|poller|desk)"
 {{- end }}
 
 {{/* What every pod of the chart shares: service account, security context, pull secrets. */}}
