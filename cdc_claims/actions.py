@@ -287,6 +287,8 @@ class LiveActions:
             return ActionResult(False, f"{code}: {state}, not in openIMIS: re-run or resubmit its encounter")
         moved = self._wiring.refresher().poll_claim(code)
         after = ledger.claim(code) or before
+        if moved is None:  # closed meanwhile, or sent before the ledger kept claims as sent
+            return ActionResult(after.state in FINAL_STATES, f"{code}: {after.state.value}, not followed by the poller")
         if moved:
             return ActionResult(True, f"{code}: {state} -> {after.state.value}")
         if after.last_error and after.last_error != before.last_error:  # said something not applied

@@ -43,6 +43,7 @@ class World:
     polled: list[str] = field(default_factory=list)
     poll_to: State | None = None  # the state openIMIS reports at a refresh (None: no change)
     poll_note: str | None = None  # what a refresh records without applying
+    unfollowed: set[str] = field(default_factory=set)  # open claims the poller cannot follow
     closed: bool = False
 
     # -- the ledger (ActionLedger) ---------------------------------------------------------------
@@ -106,6 +107,8 @@ class World:
 
     def poll_claim(self, claim_code: str) -> bool | None:
         self.polled.append(claim_code)
+        if claim_code in self.unfollowed:
+            return None
         record = self.claims[claim_code]
         if self.poll_note is not None:
             self.claims[claim_code] = replace(record, last_error=self.poll_note)
@@ -284,6 +287,9 @@ def test_refresh_says_what_openimis_answered_that_was_not_applied() -> None:
     assert actions(w).refresh("C-1", by="c") == ActionResult(False, f"C-1: unchanged (checked); {w.poll_note}")
     assert not actions(w).refresh("C-2", by="c").ok  # never reached openIMIS: nothing to ask
     assert actions(w).refresh("C-3", by="c") == ActionResult(False, "C-3: no such claim")
+    w.claims["C-4"] = claim("C-4", State.CHECKED)
+    w.unfollowed.add("C-4")  # no claim as sent in the ledger: the poller cannot read its answers
+    assert actions(w).refresh("C-4", by="c") == ActionResult(False, "C-4: checked, not followed by the poller")
 
 
 def test_withdrawal_handled_clears_the_flags_once_and_tells_the_writer() -> None:
