@@ -100,7 +100,7 @@ LAYERS: list[set[str]] = [
     {"claim", "reply"},
     {"submit", "ledger", "writeback"},
     {"pipeline"},
-    {"roles", "commands", "cli", "__main__"},
+    {"roles", "commands", "actions", "desk", "cli", "__main__"},
 ]
 
 
