@@ -7,9 +7,20 @@
 #
 # The base image is pinned by tag; pin it by digest too (python:3.11.14-slim-bookworm@sha256:...)
 # in the registry you build from, and let a bot bump both together.
+#
+# BASE is any Debian bookworm image with Python 3.11 and venv (both stages use it): the official
+# python image (python at /usr/local/bin) or Debian's own python3 (/usr/bin/python3). Everything
+# below calls `python3` and the venv's pip, so it works with both. CI builds and runs this file
+# without a Docker engine or registry, from a debootstrap base: `bash .ci/image.sh`.
+#
+#   buildah bud --isolation chroot --format docker --build-arg BASE=localhost/cdc-claims-base:<key> -t cdc-claims:ci .
+#
+# (--format docker keeps the HEALTHCHECK, which the OCI image format has no field for.)
+
+ARG BASE=python:3.11.14-slim-bookworm
 
 ############################ builder: wheel + virtualenv ############################
-FROM python:3.11.14-slim-bookworm AS builder
+FROM ${BASE} AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -21,17 +32,19 @@ WORKDIR /src
 # README* is a wildcard so the build does not depend on it existing (pyproject names it as the readme).
 COPY pyproject.toml README* ./
 COPY cdc_claims ./cdc_claims
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+# ... with the pip of the virtualenv that will ship: the base needs python3 and venv, no pip on
+# PATH (the build backend runs in pip's isolated build environment, not in that venv) ...
+RUN python3 -m venv /opt/cdc-claims \
+    && /opt/cdc-claims/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
-# ... and install it with its runtime dependencies into a self-contained virtualenv.
+# ... and install it with its runtime dependencies there: a self-contained virtualenv.
 # Byte-code is compiled here, so the runtime can keep a read-only root filesystem.
-RUN python -m venv /opt/cdc-claims \
-    && /opt/cdc-claims/bin/pip install --no-cache-dir /wheels/cdc_claims-*.whl \
+RUN /opt/cdc-claims/bin/pip install --no-cache-dir /wheels/cdc_claims-*.whl \
     && /opt/cdc-claims/bin/python -m compileall -q /opt/cdc-claims/lib \
     && /opt/cdc-claims/bin/cdc-claims --help > /dev/null
 
 ############################ runtime ############################
-FROM python:3.11.14-slim-bookworm AS runtime
+FROM ${BASE} AS runtime
 
 LABEL org.opencontainers.image.title="cdc-claims" \
       org.opencontainers.image.description="Bahmni/OpenMRS encounters to openIMIS FHIR R4 Claims via Debezium CDC, Kafka and openHIM" \
@@ -57,7 +70,7 @@ EXPOSE 9464
 
 # Liveness only (/healthz); readiness (/readyz) is for the orchestrator. No curl in slim: stdlib.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('CDC_CLAIMS_METRICS_PORT', '9464') + '/healthz', timeout=4)"]
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('CDC_CLAIMS_METRICS_PORT', '9464') + '/healthz', timeout=4)"]
 
 ENTRYPOINT ["cdc-claims"]
 CMD ["run", "consumer"]

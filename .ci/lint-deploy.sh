@@ -7,7 +7,8 @@
 #   1. hadolint on the Dockerfile (every rule, down to "style").
 #   2. helm lint --strict, with the default values and with helm/cdc-claims/ci/full-values.yaml.
 #   3. helm template with both value sets, plus values that MUST be refused (iclm_* capture,
-#      two pollers, mTLS without a certificate, ...).
+#      two pollers, mTLS without a certificate, ...), and the objects each value set must render
+#      (the desk's Deployment and Service by default, its Ingress with TLS only when enabled).
 #   4. kubernetes-validate --strict of every core-kind manifest against the oldest Kubernetes the
 #      chart supports (Chart.yaml kubeVersion) and the newest schema bundled with kubernetes-validate.
 #      Custom resources have no schema there. Only the CRD groups this chart uses are tolerated
@@ -103,6 +104,71 @@ refuse "unknown values key (typo)" --set roles.consumer.replicas=2
 refuse "connector without a password secret" --set strimzi.connector.enabled=true
 refuse "no mapping at all" --set mapping.existingConfigMap=
 refuse "CA from a Secret and a ConfigMap" --set openhim.caBundle.secretName=a --set openhim.caBundle.configMapName=b
+refuse "desk without its Secret" --set desk.existingSecret=
+refuse "desk Ingress without a host" --set desk.ingress.enabled=true
+refuse "unknown desk.ingress key (typo)" --set desk.ingress.tls.secret=x
+
+# ---------------------------------------------------------------------------------------------
+step "rendered objects (the desk: Deployment + Service by default, Ingress only when enabled, with TLS)"
+render --set desk.enabled=false > "$OUT/no-desk.yaml"
+"$PYTHON" - "$OUT" <<'PY'
+"""Which objects each value set renders: the desk's are on by default, its Ingress only on request."""
+import sys
+
+import yaml
+
+out = sys.argv[1]
+DESK = "cdc-claims-desk"
+
+
+def objects(name: str) -> dict[tuple[str, str], dict]:
+    with open(f"{out}/{name}.yaml", encoding="utf-8") as stream:
+        return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(stream) if d}
+
+
+problems = []
+expected = {
+    "default": {"Deployment": True, "Service": True, "Ingress": False, "NetworkPolicy": False},
+    "full": {"Deployment": True, "Service": True, "Ingress": True, "NetworkPolicy": True},
+    "no-desk": {"Deployment": False, "Service": False, "Ingress": False, "NetworkPolicy": False},
+}
+for name, kinds in expected.items():
+    found = objects(name)
+    for kind, wanted in kinds.items():
+        if ((kind, DESK) in found) != wanted:
+            problems.append(f"{name}: {kind}/{DESK} {'missing' if wanted else 'rendered although off'}")
+    if name != "no-desk":
+        pod = found[("Deployment", DESK)]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        if container["args"] != ["run", "desk"] or ports.get("http") != 8080 or "metrics" not in ports:
+            problems.append(f"{name}: desk container {container['args']} {ports}")
+        if container["readinessProbe"]["httpGet"] != {"path": "/readyz", "port": "http"}:
+            problems.append(f"{name}: desk readiness {container['readinessProbe']}")
+        if container["livenessProbe"]["httpGet"] != {"path": "/healthz", "port": "http"}:
+            problems.append(f"{name}: desk liveness {container['livenessProbe']}")
+        security = container["securityContext"]
+        if not (security["readOnlyRootFilesystem"] and security["capabilities"]["drop"] == ["ALL"]):
+            problems.append(f"{name}: desk container security {security}")
+        if pod["securityContext"].get("runAsUser") != 10001 or not pod["securityContext"].get("runAsNonRoot"):
+            problems.append(f"{name}: desk pod security {pod['securityContext']}")
+        if "mapping" not in {v["name"] for v in pod["volumes"]}:
+            problems.append(f"{name}: the desk re-runs claims and has no mapping volume")
+        secrets = {e["name"] for e in container["env"] if "valueFrom" in e}
+        if not {"CDC_CLAIMS_DB__PASSWORD", "CDC_CLAIMS_DB__WRITER_PASSWORD"} <= secrets:
+            problems.append(f"{name}: the desk lacks a database password: {sorted(secrets)}")
+        service = found[("Service", DESK)]["spec"]
+        if {(p["name"], p["port"], p["targetPort"]) for p in service["ports"]} != {("http", 80, "http"), ("metrics", 9464, "metrics")}:
+            problems.append(f"{name}: desk Service ports {service['ports']}")
+full = objects("full")[("Ingress", DESK)]["spec"]
+if not full.get("tls") or not full["tls"][0].get("secretName") or full["tls"][0]["hosts"] != [full["rules"][0]["host"]]:
+    problems.append(f"full: the desk Ingress must terminate TLS for its host: {full.get('tls')}")
+for problem in problems:
+    print("FAIL:", problem, file=sys.stderr)
+if not problems:
+    print("desk objects as expected in default, full and desk.enabled=false")
+sys.exit(1 if problems else 0)
+PY
 
 # ---------------------------------------------------------------------------------------------
 step "validate rendered manifests (kubernetes-validate --strict for core kinds: $KUBE_VALIDATE_VERSIONS)"

@@ -6,7 +6,11 @@
     cdc-claims check-mapping                what the database uses that the mapping lacks
     cdc-claims rerun-held [--reason R]      re-run held/failed claims once the cause is fixed
     cdc-claims resubmit --unit U [--force]  send corrected lines openIMIS rejected, as a replacement
+    cdc-claims refresh --claim C            ask openIMIS about one claim now
     cdc-claims withdrawal-handled --claim C withdrawals done in openIMIS by billing staff
+
+The actions (re-run, resubmit, refresh, withdrawal handled) are audited in cdc_claims_action
+with who asked: ``--by``, else the OS user.
 
 The local stack and the demo are development tooling, outside the product: ``cdc-dev`` (dev/).
 Imports are lazy so that a role only loads what it uses.
@@ -34,12 +38,18 @@ def _parser() -> argparse.ArgumentParser:
     rerun = sub.add_parser("rerun-held", help="re-run held or failed claims")
     rerun.add_argument("--reason", help="only claims held for this reason (see errors.HELD_REASONS)")
     rerun.add_argument("--unit", help="only this encounter/visit uuid")
+    rerun.add_argument("--by", help="who asks (audited; default: the OS user)")
 
     resubmit = sub.add_parser("resubmit", help="re-send rejected lines that were corrected, as a replacement claim")
     resubmit.add_argument("--unit", required=True, help="encounter/visit uuid")
     resubmit.add_argument(
         "--force", action="store_true", help="also lines that did not change (the cause was fixed in openIMIS)"
     )
+    resubmit.add_argument("--by", help="who asks (audited; default: the OS user)")
+
+    refresh = sub.add_parser("refresh", help="ask openIMIS about one claim now (as the poller would)")
+    refresh.add_argument("--claim", required=True, help="claim code")
+    refresh.add_argument("--by", help="who asks (audited; default: the OS user)")
 
     handled = sub.add_parser("withdrawal-handled", help="mark withdrawals of a claim as done in openIMIS")
     handled.add_argument("--claim", required=True, help="claim code")
@@ -68,15 +78,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             from cdc_claims import roles
 
+            if args.role == "desk":  # the desk's buttons are the audited actions the commands run
+                from cdc_claims.actions import LiveActions
+
+                with LiveActions(settings) as actions:
+                    return roles.run_desk(settings, actions)
             return roles.run_role(args.role, settings)
         from cdc_claims import commands
 
         if args.command == "check-mapping":
             return commands.check_mapping(settings)
         if args.command == "rerun-held":
-            return commands.rerun_held(settings, reason=args.reason, unit_uuid=args.unit)
+            return commands.rerun_held(settings, reason=args.reason, unit_uuid=args.unit, by=args.by)
         if args.command == "resubmit":
-            return commands.resubmit(settings, unit_uuid=args.unit, force=args.force)
+            return commands.resubmit(settings, unit_uuid=args.unit, force=args.force, by=args.by)
+        if args.command == "refresh":
+            return commands.refresh(settings, claim_code=args.claim, by=args.by)
         if args.command == "withdrawal-handled":
             return commands.withdrawal_handled(settings, claim_code=args.claim, lines=args.line, by=args.by)
     except ConfigError as err:

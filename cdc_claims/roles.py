@@ -8,13 +8,12 @@ This is the one module that knows every adapter. It builds them and hands them t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
 
 from cdc_claims import metrics, observability
 from cdc_claims.assemble.reader import OpenMrsReader
 from cdc_claims.claim import FhirRenderer
 from cdc_claims.db import reader_connection_factory, writer_connection_factory
-from cdc_claims.desk.actions import ActionResult, DeskActions
+from cdc_claims.desk.actions import DeskActions
 from cdc_claims.errors import ConfigError, ConsumerStalled
 from cdc_claims.failpoints import crash_at
 from cdc_claims.health import Heartbeat, Readiness
@@ -92,8 +91,6 @@ def publisher_for(settings: Settings, client_id: str) -> KafkaPublisher:
 
 # ---------------------------------------------------------------------- long-running roles
 def run_role(role: str, settings: Settings) -> int:
-    if role == "desk":  # a web app on the database: no Kafka, no openHIM of its own
-        return _run_desk(settings)
     stopper = Stopper()
     stopper.install()
     readiness = Readiness(Heartbeat(max_age=max(60.0, settings.poll_seconds * 3)))
@@ -225,28 +222,11 @@ def _run_poller(settings: Settings, publisher: KafkaPublisher, stopper: Stopper,
 
 
 # ---------------------------------------------------------------------- the claims desk
-class _ActionsUnavailable:
-    """TEMPORARY, until ``cdc_claims.actions`` (the live, audited actions shared with the CLI) is
-    merged: every button answers that it cannot act, and nothing is changed."""
-
-    def _no(self, *args: object, **kwargs: object) -> ActionResult:
-        return ActionResult(False, "actions unavailable")
-
-    rerun = resubmit = refresh = withdrawal_handled = _no
-
-
-def _desk_actions(settings: Settings) -> DeskActions:
-    try:
-        from cdc_claims.actions import LiveActions  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        log.warning("desk_actions_unavailable")
-        return cast(DeskActions, _ActionsUnavailable())
-    return cast(DeskActions, LiveActions(settings))
-
-
-def _run_desk(settings: Settings) -> int:
+def run_desk(settings: Settings, actions: DeskActions) -> int:
     """Serve the desk on ``desk.port`` and the probes and metrics on ``metrics_port``.
 
+    ``actions`` are the live operator actions (``cdc_claims.actions.LiveActions``), built by the
+    CLI: they build their adapters through this module, so this module must not import them.
     uvicorn's access log stays off: it would log URLs, and the desk's URLs carry patient
     identifiers. The desk logs each request itself, by route template (``cdc_claims.desk.http``).
     """
@@ -265,7 +245,7 @@ def _run_desk(settings: Settings) -> int:
         oidc = AuthlibOidc(desk.oidc_issuer, desk.oidc_client_id, secret)
     auth = auth_config(desk, oidc=oidc)
     store = DeskStore(reader_connection_factory(settings.db))
-    app = create_app(store, _desk_actions(settings), auth, desk)
+    app = create_app(store, actions, auth, desk)
     probes = observability.serve(settings.metrics_port, lambda: readiness(store))
     config = uvicorn.Config(app, host=observability.ALL_INTERFACES, port=desk.port, log_config=None, access_log=False)
     log.info("desk_serving", port=desk.port, local_users=auth.users is not None, oidc=oidc is not None)

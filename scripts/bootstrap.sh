@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the local stack and the tests need on a fresh Debian 12 machine (idempotent):
-# Debian packages (MariaDB, PostgreSQL, JDK, Maven), the Python venv with cdc-claims, its toolchain and the dev stack package (dev/).
+# Debian packages (MariaDB, PostgreSQL, JDK, Maven, Chromium + chromedriver), the Python venv with cdc-claims, its toolchain and the dev stack package (dev/).
 # Maven and pip caches live in the home directory, so later runs are fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,9 @@ command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server mariadb-client)
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# the desk's browser tests: Debian's Chromium and the chromedriver built with it (no download at test time)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]} (run as root, or install them first)" >&2

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The test command: install what is missing, start the local stack, lint, type-check, run
-# every test (unit + integration on the real services), stop what this run started.
+# The test command: install what is missing, start the local stack, lint, type-check, build
+# the image and run it against the stack (.ci/image.sh), run every test (unit + integration on
+# the real services), stop what this run started.
 # Fails loudly: any failing step exits non-zero.
+# CDC_SKIP_IMAGE=1 skips the image build and run on a developer machine; never in CI (CI=true).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -23,6 +25,14 @@ was_up=0
 if .venv/bin/cdc-dev status >/dev/null 2>&1; then was_up=1; fi
 if [ "$was_up" = 0 ]; then trap 'section "stack down"; .venv/bin/cdc-dev down || true' EXIT; fi
 .venv/bin/cdc-dev up
+
+section "image (build and run)"
+if [ "${CDC_SKIP_IMAGE:-0}" = 1 ] && [ "${CI:-}" != true ]; then
+  echo "skipped: CDC_SKIP_IMAGE=1 (developer opt-out; CI always builds and runs the image)"
+else
+  if [ "${CDC_SKIP_IMAGE:-0}" = 1 ]; then echo "CDC_SKIP_IMAGE=1 ignored: CI=true"; fi
+  bash .ci/image.sh
+fi
 
 section "tests"
 .venv/bin/pytest "$@"

@@ -1,6 +1,8 @@
 """Signing in and out: the local users form and the OIDC redirect and callback.
 
-A wrong name and a wrong password give the same answer (401, "wrong user name or password"),
+With OIDC as the only way in, ``/login`` sends the browser straight to the provider (a failed
+sign-in comes back to the login page with the reason, so there is no loop). A wrong name and a
+wrong password give the same answer (401, "wrong user name or password"),
 after the same work. Only the outcome is logged, never the name typed: a clerk who types a
 patient's name into the wrong box must not put it in the logs.
 """
@@ -40,8 +42,12 @@ class Login:
         return self.web.render(request, "login.html", context, status=status)
 
     async def show(self, request: Request) -> Response:
+        target = safe_next(request.query_params.get("next"))
         if self.web.user(request) is not None:
-            return redirect(safe_next(request.query_params.get("next")))
+            return redirect(target)
+        auth = self.web.auth
+        if auth.users is None and auth.oidc is not None:  # one way to sign in: go straight there
+            return redirect("/auth/oidc?" + urlencode({"next": target}))
         return self._page(request)
 
     async def submit(self, request: Request) -> Response:

@@ -1,4 +1,5 @@
-"""What the ledger holds, as plain data: one row per unit, one row per claim sent.
+"""What the ledger holds, as plain data: one row per unit, one row per claim sent, one row per
+operator action.
 
 Pure (no database driver): the claim service and the ports use these types without importing
 the pymysql adapter in :mod:`cdc_claims.ledger.store`.
@@ -57,3 +58,17 @@ class ClaimRecord:
     rejected_lines: tuple[str, ...] = ()  # source uuids of the lines openIMIS rejected
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    """One operator action as audited (``cdc_claims_action``): who asked what of which unit or
+    claim, when (UTC), and what it came to. Never changed once written."""
+
+    at: datetime
+    actor: str
+    action: str  # rerun | rerun-held | resubmit | refresh | withdrawal-handled
+    target: str  # unit uuid, claim code, or the filter of a bulk re-run
+    ok: bool
+    message: str
+    id: int | None = None

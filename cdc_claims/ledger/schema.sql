@@ -82,3 +82,26 @@ SELECT claim_code, unit_kind, unit_uuid, 'original', revision, state, content_ha
   FROM cdc_claims_ledger
  WHERE claim_code IS NOT NULL AND draft_json IS NOT NULL
    AND state IN ('submitting', 'entered', 'checked', 'processed', 'valuated', 'rejected', 'unknown_status');
+
+-- cdc_claims_action: who did what, from the desk or the command line, and what it came to. One
+-- row per operator action (re-run, resubmit, refresh, withdrawal handled), append-only: the
+-- writer user may INSERT and SELECT it, never UPDATE or DELETE (kafka/mariadb/grants.sql).
+--   at     : when, UTC (written by the sidecar as UTC_TIMESTAMP(3), whatever the server's zone)
+--   actor  : the signed-in desk user, or the CLI's --by (default: the OS user)
+--   action : rerun | rerun-held | resubmit | refresh | withdrawal-handled
+--   target : the unit uuid (rerun, resubmit), the claim code (refresh, withdrawal-handled), or the
+--            filter of a bulk re-run
+--   ok     : 1 when nothing is left for a person to do, 0 otherwise
+--   message: what the action answered, as shown to the person who asked
+CREATE TABLE IF NOT EXISTS cdc_claims_action (
+  id                   BIGINT        NOT NULL AUTO_INCREMENT,
+  at                   DATETIME(3)   NOT NULL,
+  actor                VARCHAR(190)  NOT NULL,
+  action               VARCHAR(40)   NOT NULL,
+  target               VARCHAR(190)  NOT NULL,
+  ok                   TINYINT       NOT NULL,
+  message              VARCHAR(2000) NOT NULL DEFAULT '',
+  PRIMARY KEY (id),
+  KEY cdc_claims_action_at (at),
+  KEY cdc_claims_action_target (target, at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci;

@@ -5,12 +5,15 @@ One row per claimable unit (``unit_kind``, ``unit_uuid``) holding where its clai
 stores and reads rows; it decides nothing. The pipeline computes the next state with
 :func:`cdc_claims.lifecycle.advance` and calls :meth:`Ledger.upsert` with the result.
 
+The audit of operator actions (``cdc_claims_action``, append-only) is read and written here too.
+
 Every database error becomes :class:`~cdc_claims.errors.WriteBackError` (retriable).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -18,7 +21,7 @@ import pymysql
 
 from cdc_claims.db import ConnFactory, placeholders, transaction
 from cdc_claims.errors import WriteBackError
-from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
+from cdc_claims.ledger.model import ActionRecord, ClaimRecord, LedgerEntry
 from cdc_claims.lifecycle import State
 from cdc_claims.settings import UnitKind
 
@@ -63,6 +66,24 @@ _CLAIM_COLUMNS = (
     "rejected_lines",
 )
 _CLAIM_SELECT = f"SELECT {', '.join(_CLAIM_COLUMNS)}, created_at, updated_at FROM {CLAIMS_TABLE}"  # noqa: S608
+
+
+ACTIONS_TABLE = "cdc_claims_action"
+#: column widths of ``cdc_claims_action`` (longer values are cut, never refused)
+ACTION_LIMITS = {"actor": 190, "action": 40, "target": 190, "message": 2000}
+
+
+def _row_to_action(row: dict[str, Any]) -> ActionRecord:
+    at: datetime = row["at"]
+    return ActionRecord(
+        at=at.replace(tzinfo=UTC) if at.tzinfo is None else at,
+        actor=row["actor"],
+        action=row["action"],
+        target=row["target"],
+        ok=bool(row["ok"]),
+        message=row["message"],
+        id=int(row["id"]),
+    )
 
 
 def _row_to_claim(row: dict[str, Any]) -> ClaimRecord:
@@ -303,6 +324,40 @@ class Ledger:
         except pymysql.MySQLError as err:
             raise WriteBackError(f"claim history read: {err}") from err
         return [_row_to_claim(r) for r in rows]
+
+    # ------------------------------------------------------------------ operator actions
+    def record_action(self, *, actor: str, action: str, target: str, ok: bool, message: str) -> None:
+        """Append one audited operator action (``at`` is the database's UTC time, to the ms)."""
+        row = (
+            actor[: ACTION_LIMITS["actor"]],
+            action[: ACTION_LIMITS["action"]],
+            target[: ACTION_LIMITS["target"]],
+            1 if ok else 0,
+            message[: ACTION_LIMITS["message"]],
+        )
+        try:
+            with transaction(self._connect) as cur:
+                cur.execute(
+                    f"INSERT INTO {ACTIONS_TABLE} (at, actor, action, target, ok, message)"  # noqa: S608 - constants
+                    " VALUES (UTC_TIMESTAMP(3), %s, %s, %s, %s, %s)",
+                    row,
+                )
+        except pymysql.MySQLError as err:
+            raise WriteBackError(f"action audit {action} {target}: {err}") from err
+
+    def actions_for(self, target: str, *, limit: int = 100) -> list[ActionRecord]:
+        """The actions on one unit or claim, newest first (at most ``limit``)."""
+        try:
+            with transaction(self._connect) as cur:
+                cur.execute(
+                    f"SELECT id, at, actor, action, target, ok, message FROM {ACTIONS_TABLE}"  # noqa: S608 - constants
+                    " WHERE target = %s ORDER BY at DESC, id DESC LIMIT %s",
+                    (target[: ACTION_LIMITS["target"]], max(1, int(limit))),
+                )
+                rows = cur.fetchall()
+        except pymysql.MySQLError as err:
+            raise WriteBackError(f"action audit read {target}: {err}") from err
+        return [_row_to_action(r) for r in rows]
 
     def list_by_state(self, states: Iterable[State]) -> list[LedgerEntry]:
         """Rows in any of ``states``, oldest change first."""

@@ -33,6 +33,12 @@ class LedgerOpenClaims:
             if record.draft_json
         ]
 
+    def open_claim(self, claim_code: str) -> OpenClaim | None:
+        record = self.ledger.claim(claim_code)
+        if record is None or record.state not in OPEN_STATES or not record.draft_json:
+            return None
+        return OpenClaim(record.claim_code, record.state, decode_draft(record.draft_json))
+
     def report_held(self) -> None:
         """``cdc_claims_held_claims{reason}``: held and failed ledger rows, as billing staff see them
         (``nothing_to_claim`` units are not among them)."""

@@ -73,6 +73,17 @@ class Poller:
                 self._schedule[claim.claim_code] = (self._clock() + current, min(self._max_interval, current * 2))
         return changed
 
+    def poll_claim(self, claim_code: str) -> bool | None:
+        """Ask about one claim now, out of turn (an operator pressed "refresh"): True if its status
+        moved (the reply is published), False if not, None if it is not open (unknown, final, or
+        not in openIMIS yet). Same rules as :meth:`poll_once`; its next turn starts over."""
+        claim = self._store.open_claim(claim_code)
+        if claim is None:
+            return None
+        moved = self._check(claim)
+        self._schedule[claim_code] = (self._clock() + self._interval, self._interval)
+        return moved
+
     def _next_check(self, claim: OpenClaim) -> float:
         return self._schedule[claim.claim_code][0]
 

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal, Protocol
 
 from cdc_claims.assemble.model import ClaimContext, ClaimDraft
-from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
+from cdc_claims.ledger.model import ActionRecord, ClaimRecord, LedgerEntry
 from cdc_claims.lifecycle import State
 from cdc_claims.reply.model import ReplyMessage, WithdrawalNotice
 from cdc_claims.settings import UnitKind
@@ -188,6 +188,13 @@ class ClaimLedger(LedgerPort, Protocol):
     def to_rerun(self, *, reason: str | None = None, unit_uuid: str | None = None) -> list[LedgerEntry]: ...
 
 
+class AuditLog(Protocol):
+    """Who asked for which operator action and what it came to (``cdc_claims_action``, append-only)."""
+
+    def record_action(self, *, actor: str, action: str, target: str, ok: bool, message: str) -> None: ...
+    def actions_for(self, target: str, *, limit: int = 100) -> list[ActionRecord]: ...
+
+
 # ---------------------------------------------------------------------- the poller's
 @dataclass(frozen=True)
 class OpenClaim:
@@ -199,6 +206,10 @@ class OpenClaim:
 
 class OpenClaimStore(Protocol):
     def open_claims(self) -> Sequence[OpenClaim]: ...
+    def open_claim(self, claim_code: str) -> OpenClaim | None:
+        """One claim, if openIMIS may still change it (an operator asked about it now)."""
+        ...
+
     def set_state(
         self,
         claim_code: str,

@@ -38,6 +38,9 @@ class Ports:
     openhim_https: int = int(os.environ.get("CDC_STACK_OPENHIM_HTTPS_PORT", "15000"))
     #: the emulator's own admin API (recorded transactions, a test token issuer): not openHIM's
     openhim_admin: int = int(os.environ.get("CDC_STACK_OPENHIM_ADMIN_PORT", "15080"))
+    #: the billing desk (``cdc-claims run desk``) and the dev OpenID provider it signs in with
+    desk: int = int(os.environ.get("CDC_STACK_DESK_PORT", "18080"))
+    oidc: int = int(os.environ.get("CDC_STACK_OIDC_PORT", "15090"))
 
 
 @dataclass(frozen=True)

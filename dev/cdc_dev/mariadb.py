@@ -22,7 +22,8 @@ user           privileges (password defaults to the user name; reader/writer fro
                BINLOG MONITOR on ``*.*``; SELECT on ``openmrs.*``
 ``cdc_reader`` SELECT on ``openmrs.*``
 ``cdc_writer`` SELECT on ``openmrs.*``; SELECT/INSERT/UPDATE (never DELETE) on each ``iclm_*`` and
-               ``cdc_claims_*`` table (enumerated from ``information_schema`` at every ``up``)
+               ``cdc_claims_*`` table (enumerated from ``information_schema`` at every ``up``),
+               but only SELECT/INSERT on the append-only audit ``cdc_claims_action``
 ``cdc_admin``  ALL on ``openmrs.*`` (tests use it to simulate Bahmni writes)
 =============  ==============================================================================
 """
@@ -71,6 +72,8 @@ LEDGER_SCHEMA = REPO_ROOT / "cdc_claims" / "ledger" / "schema.sql"
 DATABASE = "openmrs"
 #: Table-name prefixes the sidecar may write (and ``reset`` truncates).
 WRITABLE_PREFIXES = ("iclm_", "cdc_claims_")
+#: Writable tables the writer may only add rows to (the audit of operator actions): no UPDATE.
+APPEND_ONLY_TABLES = frozenset({"cdc_claims_action"})
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -312,13 +315,14 @@ class MariaDB:
             cur.execute(f"GRANT SELECT ON `{DATABASE}`.* TO %s@'%%'", (self.db.user,))
             cur.execute(f"GRANT SELECT ON `{DATABASE}`.* TO %s@'%%'", (self.db.writer_user,))
             for table in self._writable_tables(cur):
-                # exactly the runbook's rights: no user of the sidecar may DELETE (a stack made
-                # before this rule loses the right it had)
-                with contextlib.suppress(pymysql.MySQLError):
-                    cur.execute(f"REVOKE DELETE ON `{DATABASE}`.`{table}` FROM %s@'%%'", (self.db.writer_user,))
-                cur.execute(
-                    f"GRANT SELECT, INSERT, UPDATE ON `{DATABASE}`.`{table}` TO %s@'%%'", (self.db.writer_user,)
-                )
+                # exactly the runbook's rights: no user of the sidecar may DELETE, nor UPDATE an
+                # append-only table (a stack made before these rules loses the rights it had)
+                append_only = table in APPEND_ONLY_TABLES
+                for revoked in ("DELETE", "UPDATE") if append_only else ("DELETE",):
+                    with contextlib.suppress(pymysql.MySQLError):
+                        cur.execute(f"REVOKE {revoked} ON `{DATABASE}`.`{table}` FROM %s@'%%'", (self.db.writer_user,))
+                rights = "SELECT, INSERT" if append_only else "SELECT, INSERT, UPDATE"
+                cur.execute(f"GRANT {rights} ON `{DATABASE}`.`{table}` TO %s@'%%'", (self.db.writer_user,))
             cur.execute(f"GRANT ALL PRIVILEGES ON `{DATABASE}`.* TO %s@'%%'", ("cdc_admin",))
 
     @staticmethod

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from cdc_claims import metrics
@@ -205,3 +206,60 @@ def test_every_setting_is_configurable_from_the_chart() -> None:
     test_only = {"CDC_CLAIMS_FAILPOINT"}  # crash injection for the durability tests, never deployed
     assert sorted(expected - names - test_only) == []
     assert not test_only & names
+
+
+def _values(name: str = "values.yaml") -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((CHART / name).read_text(encoding="utf-8"))
+    return loaded
+
+
+def test_the_desk_is_deployed_by_default_and_its_ingress_only_on_request() -> None:
+    desk = _values()["desk"]
+    assert desk["enabled"] is True and desk["replicas"] >= 1
+    assert desk["service"] == {"type": "ClusterIP", "port": 80, "annotations": {}}
+    assert desk["ingress"]["enabled"] is False
+    assert desk["existingSecret"]  # the session secret is never a value
+    full = _values("ci/full-values.yaml")["desk"]["ingress"]
+    assert full["enabled"] is True and full["host"] and full["tls"]["secretName"]
+
+
+def test_every_desk_value_of_the_chart_is_in_the_schema() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))["properties"]["desk"]
+
+    def keys(values: dict[str, Any], node: dict[str, Any], path: str) -> Iterator[str]:
+        for key, value in values.items():
+            child = node.get("properties", {}).get(key)
+            if child is None:
+                yield f"{path}.{key}"
+            elif isinstance(value, dict) and "properties" in child:
+                yield from keys(value, child, f"{path}.{key}")
+
+    for name in ("values.yaml", "ci/full-values.yaml"):
+        assert list(keys(_values(name)["desk"], schema, "desk")) == [], name
+
+
+def test_the_desk_pod_runs_like_the_roles_with_the_mapping_and_its_own_probes() -> None:
+    """Same pod basics (service account, non-root uid 10001), container security context
+    (read-only root, ALL capabilities dropped) and mapping volume as the roles: its actions re-run
+    claims. Probes on its own http port, TLS only at the Ingress."""
+    deployment = (CHART / "templates" / "desk-deployment.yaml").read_text(encoding="utf-8")
+    roles = (CHART / "templates" / "deployment.yaml").read_text(encoding="utf-8")
+    shared = (
+        'include "cdc-claims.podBasics"',
+        "toYaml $root.Values.containerSecurityContext",
+        'include "cdc-claims.volumes"',
+        'include "cdc-claims.volumeMounts"',
+        'include "cdc-claims.containerEnv"',
+    )
+    for fragment in shared:
+        assert fragment in deployment and fragment in roles, fragment
+    assert "args: [run, desk]" in deployment
+    assert "httpGet: {path: /readyz, port: http}" in deployment
+    assert "httpGet: {path: /healthz, port: http}" in deployment
+    assert '"dbReader" true "dbWriter" true "openhim" true' in deployment
+    ingress = (CHART / "templates" / "desk-ingress.yaml").read_text(encoding="utf-8")
+    assert "and .Values.desk.enabled .Values.desk.ingress.enabled" in ingress and "tls:" in ingress
+    security = _values()
+    assert security["podSecurityContext"]["runAsUser"] == 10001 and security["podSecurityContext"]["runAsNonRoot"]
+    assert security["containerSecurityContext"]["readOnlyRootFilesystem"] is True
+    assert security["containerSecurityContext"]["capabilities"]["drop"] == ["ALL"]

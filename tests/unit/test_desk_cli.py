@@ -8,9 +8,7 @@ import pytest
 
 from cdc_claims.cli import _parser
 from cdc_claims.commands import desk_user
-from cdc_claims.desk.actions import ActionResult
 from cdc_claims.desk.auth import verify_password
-from cdc_claims.roles import _ActionsUnavailable
 
 
 def test_desk_is_a_role_and_desk_user_a_command() -> None:
@@ -41,10 +39,3 @@ def test_desk_user_refuses_an_empty_password_and_a_mistyped_confirmation(
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
     assert desk_user("amina", stdin=_Terminal()) == 1
     assert "differ" in capsys.readouterr().err
-
-
-def test_until_the_live_actions_exist_every_button_says_so() -> None:
-    shim = _ActionsUnavailable()
-    unavailable = ActionResult(False, "actions unavailable")
-    assert shim.rerun("encounter", "u", by="amina") == unavailable
-    assert shim.withdrawal_handled("C1", None, by="amina") == unavailable

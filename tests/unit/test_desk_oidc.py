@@ -77,11 +77,11 @@ class Provider:
 def _start(tmp_path: Path, provider: Provider) -> tuple[Any, dict[str, list[str]]]:
     oidc = AuthlibOidc(ISSUER, CLIENT, "client-secret", transport=httpx.MockTransport(provider.handle))
     c = client(tmp_path, oidc=oidc, local=False)
-    page = c.get("/login").text
-    assert 'id="sign-in-oidc"' in page
-    assert "Sign in with keycloak.example.org" in page
-    assert 'id="username"' not in page  # no local users configured
-    answer = c.get("/auth/oidc", params={"next": "/summary"})
+    front = c.get("/summary")
+    assert front.headers["location"] == "/login?next=%2Fsummary"
+    login = c.get(front.headers["location"])  # the only way in: straight to the provider
+    assert (login.status_code, login.headers["location"]) == (303, "/auth/oidc?next=%2Fsummary")
+    answer = c.get(login.headers["location"])
     assert answer.status_code == 302
     location = urlsplit(answer.headers["location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == f"{ISSUER}/protocol/openid-connect/auth"
@@ -154,6 +154,23 @@ def test_a_provider_error_on_return_signs_nobody_in(tmp_path: Path) -> None:
     c, params = _start(tmp_path, Provider())
     answer = c.get("/auth/callback", params={"error": "access_denied", "state": params["state"][0]})
     assert answer.status_code == 401
+
+
+def test_with_local_users_too_the_login_page_offers_both(tmp_path: Path) -> None:
+    oidc = AuthlibOidc(ISSUER, CLIENT, "client-secret", transport=httpx.MockTransport(Provider().handle))
+    page = client(tmp_path, oidc=oidc).get("/login", params={"next": "/summary"})
+    assert page.status_code == 200
+    assert 'id="username"' in page.text
+    assert '<a id="sign-in-oidc" class="button" href="/auth/oidc?next=%2Fsummary">' in page.text
+    assert "Sign in with keycloak.example.org" in page.text
+
+
+def test_a_failed_sign_in_shows_the_login_page_instead_of_looping(tmp_path: Path) -> None:
+    c, _ = _start(tmp_path, Provider())
+    answer = c.get("/auth/callback", params={"code": "the-code", "state": "forged"})
+    assert answer.status_code == 401
+    assert 'id="login-error"' in answer.text
+    assert 'id="sign-in-oidc"' in answer.text  # a way to try again, by hand
 
 
 def test_without_oidc_the_oidc_routes_do_not_exist(tmp_path: Path) -> None:

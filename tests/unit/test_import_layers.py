@@ -100,8 +100,8 @@ LAYERS: list[set[str]] = [
     {"claim", "reply"},
     {"submit", "ledger", "writeback"},
     {"pipeline"},
-    {"desk"},  # the claims desk web app: reads the ledger and billing rows, acts through a port
-    {"roles", "commands", "cli", "__main__"},
+    {"desk"},  # the claims desk web app: reads the ledger and billing rows, acts through its port
+    {"roles", "commands", "actions", "cli", "__main__"},
 ]
 
 

@@ -52,6 +52,10 @@ class World:
     def open_claims(self) -> list[OpenClaim]:
         return list(self.claims.values())
 
+    def open_claim(self, code: str) -> OpenClaim | None:
+        claim = self.claims.get(code)
+        return claim if claim is not None and claim.state is not State.VALUATED else None
+
     def set_state(
         self,
         code: str,
@@ -161,3 +165,16 @@ def test_an_unknown_status_code_moves_to_a_visible_state_and_is_still_followed()
     settled = w.claims["C1"]  # a new name: mypy keeps the narrowing of w.claims["C1"] across poll_once()
     assert settled.state is State.VALUATED
     assert [r.claim.code for r in w.replies] == ["C1"]
+
+
+def test_one_claim_is_asked_about_now_out_of_turn() -> None:
+    """An operator's refresh: one claim, at once, through the same rules as the poller's turn."""
+    w = World()
+    p = poller(w)
+    assert p.poll_claim("C1") is False and w.asked == ["C1"]  # asked now, nothing moved
+    w.status["C1"] = 16
+    assert p.poll_claim("C1") is True
+    assert [(r.claim.code, r.response.iclm_status) for r in w.replies] == [("C1", "VALUATED")]
+    assert p.poll_claim("C1") is None  # valuated: no longer open, nobody is asked
+    assert p.poll_claim("nope") is None
+    assert w.asked == ["C1", "C1"]

@@ -224,5 +224,92 @@ env:
 
 {{/* PromQL label matchers selecting this release's scrape targets (job = Service name under a ServiceMonitor). */}}
 {{- define "cdc-claims.promSelector" -}}
-namespace="{{ .Release.Namespace }}",job=~"{{ include "cdc-claims.fullname" . }}-(consumer|writer|poller)"
+namespace="{{ .Release.Namespace }}",job=~"{{ include "cdc-claims.fullname" . }}-(consumer|writer|poller|desk)"
+{{- end }}
+
+{{/* What every pod of the chart shares: service account, security context, pull secrets. */}}
+{{- define "cdc-claims.podBasics" -}}
+serviceAccountName: {{ include "cdc-claims.serviceAccountName" . }}
+automountServiceAccountToken: false
+enableServiceLinks: false
+terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end }}
+
+{{/* volumes of a pod (the items): call with (dict "ctx" $ "r" <role values>). */}}
+{{- define "cdc-claims.volumes" -}}
+{{- $v := .ctx.Values }}
+{{- $usesHim := .r.secrets.openhim }}
+{{- $ca := $v.openhim.caBundle }}
+{{- $cert := $v.openhim.clientCertificate -}}
+- name: tmp
+  emptyDir:
+    medium: Memory
+    sizeLimit: 64Mi
+# The whole ConfigMap: the mapping file and the files it names (e.g. icd10.known_codes_file).
+- name: mapping
+  configMap:
+    name: {{ include "cdc-claims.mappingConfigMapName" .ctx }}
+{{- with $v.database.tlsCa }}
+{{- if .secretName }}
+- name: db-ca
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0444
+    items:
+      - {key: {{ .key }}, path: ca.crt}
+{{- end }}
+{{- end }}
+{{- if and $usesHim $cert.secretName }}
+- name: openhim-client-cert
+  secret:
+    secretName: {{ $cert.secretName }}
+    defaultMode: 0440
+    items:
+      - {key: {{ $cert.certKey }}, path: tls.crt}
+      - {key: {{ $cert.keyKey }}, path: tls.key}
+{{- end }}
+{{- if and $usesHim $ca.secretName }}
+- name: openhim-ca
+  secret:
+    secretName: {{ $ca.secretName }}
+    defaultMode: 0444
+    items:
+      - {key: {{ $ca.key }}, path: ca.crt}
+{{- else if and $usesHim $ca.configMapName }}
+- name: openhim-ca
+  configMap:
+    name: {{ $ca.configMapName }}
+    defaultMode: 0444
+    items:
+      - {key: {{ $ca.key }}, path: ca.crt}
+{{- end }}
+{{- end }}
+
+{{/* Where a pod may run: nodeSelector, tolerations, affinity, topology spread. */}}
+{{- define "cdc-claims.scheduling" -}}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
