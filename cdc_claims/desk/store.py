@@ -3,6 +3,7 @@
 =====================================  ===========================================================
 ``cdc_claims_ledger``                  one row per encounter/visit: state, reason, detail, claim
                                        code, patient/visit/encounter uuids, attempts, times
+``cdc_claims_action``                  what staff did (who, which action, its answer): the timeline
 ``cdc_claims_claim``                   every claim sent (original, supplement, replacement): its
                                        state, the draft as sent (lines, diagnoses), withdrawal
                                        flags, rejected lines
@@ -59,7 +60,7 @@ from cdc_claims.desk.summary import clamp_range, summarize
 from cdc_claims.desk.timeline import timeline
 from cdc_claims.desk.words import Mentions, mentioned, rejection_code
 from cdc_claims.errors import CdcClaimsError, SourceUnavailable
-from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
+from cdc_claims.ledger.model import ActionRecord, ClaimRecord, LedgerEntry
 from cdc_claims.ledger.store import Ledger
 from cdc_claims.lifecycle import NEEDS_ACTION_STATES, State
 from cdc_claims.reply.model import decode_draft
@@ -267,6 +268,7 @@ class DeskStore:
         if entry is None:
             return None
         records = _with_ledger_original(entry, records)
+        actions = self._actions([uuid, *(r.claim_code for r in records)])
         drafts: dict[str, ClaimDraft] = {}
         for record in records:
             if record.draft_json:
@@ -312,9 +314,20 @@ class DeskStore:
             encounters=encounters,
             claims=claims,
             diagnoses=diagnoses,
-            timeline=timeline(entry, claims),
+            timeline=timeline(entry, claims, actions),
             names=names,
         )
+
+    def _actions(self, targets: Sequence[str]) -> list[ActionRecord]:
+        """What staff did to the unit and its claims (``cdc_claims_action``). A database that
+        predates the audit table has none to show: the page does without, it does not fail."""
+        found: list[ActionRecord] = []
+        for target in dict.fromkeys(targets):
+            try:
+                found += self._ledger.actions_for(target, limit=50)
+            except CdcClaimsError:
+                return found
+        return found
 
     def _billing(self, cur: DictCursor, codes: Sequence[str]) -> dict[str, dict[str, Any]]:
         """claim code -> its ``iclm_claim`` row (when the writer applied a reply)."""

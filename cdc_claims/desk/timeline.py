@@ -4,7 +4,9 @@ Nothing records every status change with its time: the ledger keeps when a unit 
 and last changed, each claim's history row when it was sent and last changed, and the billing
 row (``iclm_claim``) when the first reply was written, when it last changed and when the money
 was decided. The timeline shows exactly those moments, in order, and no more: a status in
-between (entered, then checked, then processed) has no time of its own anywhere.
+between (entered, then checked, then processed) has no time of its own anywhere. What staff did
+(re-run, resubmit, refresh, withdrawal handled, from the desk or the command line) comes from
+the action audit, ``cdc_claims_action``, with who did it and what it answered.
 
 The billing rows keep whole seconds (the iclm writer drops the microseconds) while the sidecar's
 own tables keep microseconds, so events are ordered by the second they happened in and, within
@@ -17,13 +19,15 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from cdc_claims.desk.model import ClaimView, TimelineEvent
-from cdc_claims.ledger.model import LedgerEntry
+from cdc_claims.ledger.model import ActionRecord, LedgerEntry
 
 _KIND_WORDS = {"original": "Claim", "supplement": "Supplementary claim", "replacement": "Replacement claim"}
 
 
-def timeline(entry: LedgerEntry, claims: Sequence[ClaimView]) -> tuple[TimelineEvent, ...]:
-    """Every stored moment of the unit and its claims, oldest first."""
+def timeline(
+    entry: LedgerEntry, claims: Sequence[ClaimView], actions: Sequence[ActionRecord] = ()
+) -> tuple[TimelineEvent, ...]:
+    """Every stored moment of the unit, its claims and what staff did about them, oldest first."""
     events: list[tuple[datetime, int, str]] = []
 
     def add(at: datetime | None, what: str) -> None:
@@ -42,6 +46,9 @@ def timeline(entry: LedgerEntry, claims: Sequence[ClaimView]) -> tuple[TimelineE
             add(claim.processed_at, f"{name}: money decided ({claim.iclm_status or 'no status'})")
         if record.updated_at is not None and record.updated_at != record.created_at:
             add(record.updated_at, f"{name}: last change, now {record.state.value}")
+    for action in actions:
+        outcome = "done" if action.ok else "not done"
+        add(action.at, f"{action.actor}: {action.action} on {action.target} ({outcome}): {action.message}")
     reason = f" ({entry.reason})" if entry.reason else ""
     if entry.updated_at is not None and entry.updated_at != entry.created_at:
         add(entry.updated_at, f"Last change: {entry.state.value}{reason}")

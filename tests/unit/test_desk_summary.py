@@ -15,7 +15,7 @@ from cdc_claims.desk.model import ClaimFact, ClaimView, UnitRow
 from cdc_claims.desk.store import _claim_view, _with_ledger_original, _withdrawals, top_reasons
 from cdc_claims.desk.summary import MAX_DAYS, clamp_range, summarize
 from cdc_claims.desk.timeline import timeline
-from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
+from cdc_claims.ledger.model import ActionRecord, ClaimRecord, LedgerEntry
 from cdc_claims.lifecycle import State
 from cdc_claims.writeback.iclm import row_uuid
 
@@ -94,6 +94,21 @@ def test_timeline_orders_stored_moments_and_keeps_sent_before_answered_in_one_se
         "Claim C1: last change, now checked",
         "Claim C1: billing row last changed (now CHECKED)",
         "Last change: checked (withdrawal_needed)",
+    ]
+
+
+def test_timeline_shows_what_staff_did_and_what_it_came_to() -> None:
+    at = datetime(2026, 12, 1, 9, 0)
+    actions = [
+        ActionRecord(datetime(2026, 12, 1, 9, 30), "amina", "rerun", "u1", False, "held again: uninsured"),
+        ActionRecord(datetime(2026, 12, 1, 9, 10), "amina", "rerun", "u1", True, "submitted"),
+    ]
+    entry = _entry(state=State.CHECKED, reason=None, created_at=at, updated_at=datetime(2026, 12, 1, 9, 45))
+    assert [e.what for e in timeline(entry, [], actions)] == [
+        "First seen: a Bahmni save touched it",
+        "amina: rerun on u1 (done): submitted",
+        "amina: rerun on u1 (not done): held again: uninsured",
+        "Last change: checked",
     ]
 
 
