@@ -30,7 +30,7 @@ from cdc_claims.desk.actions import ActionResult
 from cdc_claims.errors import HELD_REASONS, CdcClaimsError, ConfigError
 from cdc_claims.ledger.model import LedgerEntry
 from cdc_claims.ledger.store import Ledger
-from cdc_claims.lifecycle import FINAL_STATES, OPEN_STATES
+from cdc_claims.lifecycle import FINAL_STATES, OPEN_STATES, State
 from cdc_claims.log import get_logger
 from cdc_claims.pipeline.claim_service import UnitResult
 from cdc_claims.pipeline.open_claims import LedgerOpenClaims
@@ -197,6 +197,11 @@ class LiveActions:
                 result = self._rerun_entry(due[0])
             elif (entry := ledger.get(kind, uuid)) is None:
                 result = ActionResult(False, f"{kind} {uuid}: no claim in the ledger")
+            elif entry.state is State.SUBMITTING:  # the consumer is sending it this very moment
+                claim = f" as claim {entry.claim_code}" if entry.claim_code else ""
+                result = ActionResult(
+                    True, f"{kind} {uuid}: being sent to openIMIS right now{claim}: look again in a moment"
+                )
             else:
                 claim = f", claim {entry.claim_code}" if entry.claim_code else ""
                 result = ActionResult(True, f"{kind} {uuid}: unchanged ({entry.state.value}{claim}): nothing to re-run")

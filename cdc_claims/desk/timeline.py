@@ -16,7 +16,7 @@ one second, in the order things happen to a claim (sent, then answered).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from cdc_claims.desk.model import ClaimView, TimelineEvent
 from cdc_claims.ledger.model import ActionRecord, LedgerEntry
@@ -32,7 +32,7 @@ def timeline(
 
     def add(at: datetime | None, what: str) -> None:
         if at is not None:
-            events.append((at, len(events), what))
+            events.append((_naive_utc(at), len(events), what))
 
     add(entry.created_at, "First seen: a Bahmni save touched it")
     for claim in claims:
@@ -53,6 +53,13 @@ def timeline(
     if entry.updated_at is not None and entry.updated_at != entry.created_at:
         add(entry.updated_at, f"Last change: {entry.state.value}{reason}")
     elif entry.created_at is not None:
-        events.append((entry.created_at, len(events), f"Now: {entry.state.value}{reason}"))
+        events.append((_naive_utc(entry.created_at), len(events), f"Now: {entry.state.value}{reason}"))
     events.sort(key=lambda e: (e[0].replace(microsecond=0), e[1]))
     return tuple(TimelineEvent(at, what) for at, _, what in events)
+
+
+def _naive_utc(at: datetime) -> datetime:
+    """Every stored time is UTC, but some come back from the driver naive and some aware (the
+    audit's ``UTC_TIMESTAMP(3)`` through pymysql, the ledger's through its model): one kind, or
+    sorting them fails."""
+    return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo is not None else at

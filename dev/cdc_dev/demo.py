@@ -7,7 +7,8 @@
    Bahmni does;
 4. show the claim openIMIS accepted, the reply on Kafka, and the ``iclm_*`` rows;
 5. process the claim inside openIMIS (as a medical officer would) and show the later status
-   flowing back into ``iclm_claim`` through the poller: the encounter reads "reimbursed".
+   flowing back into ``iclm_claim`` through the poller: the encounter reads "reimbursed";
+6. print the claims desk's address for that encounter and how to sign in.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from cdc_claims.writeback.iclm import encounter_billing_state
+from cdc_dev import credentials
 from cdc_dev import stack as dev
 from cdc_dev.bahmni import BahmniSim, Drug, Dx
 from cdc_dev.base import Stack, StackError
@@ -121,4 +123,10 @@ def run_demo(*, bring_up: bool = True) -> int:
             conn.close()
         print(f"==> iclm_claim now {final['status']}, approved {final['approved_total']}: the encounter reads {state}")
     print("\nDEMO OK: Bahmni Save -> Debezium -> Kafka -> claim in openIMIS -> reply -> iclm_* billing rows")
+    desk = credentials.desk(stack)
+    print(
+        f"\n==> the claims desk: {desk.base_url}/units/encounter/{encounter.uuid}\n"
+        f"    sign in as {desk.user} / {desk.password} (local user), or 'Sign in with' the dev OpenID provider\n"
+        "    (the stack stays up: .venv/bin/cdc-dev down stops it)"
+    )
     return 0

@@ -1,6 +1,7 @@
 """``cdc-dev up|down|status|reset``: the whole local stack, in dependency order.
 
     mariadb -> kafka -> connect (Debezium connector RUNNING) -> openimis -> openhim (emulator)
+    -> desk (the claims desk, with the dev OpenID provider it signs in through)
 
 Everything lives under one state directory (``$CDC_STACK_DIR``, default ``<repo>/.stack``);
 ``down`` stops only processes whose pid files we wrote, in reverse order. ``reset`` restores
@@ -16,12 +17,13 @@ import time
 from collections.abc import Sequence
 
 from cdc_dev.base import Component, Stack, StackError, step
+from cdc_dev.desk_component import Desk
 from cdc_dev.kafka import KafkaBroker, KafkaConnect
 from cdc_dev.mariadb import MariaDB
 from cdc_dev.openhim_component import OpenHimEmulator
 from cdc_dev.openimis import OpenImis
 
-ORDER = ("mariadb", "kafka", "connect", "openimis", "openhim")
+ORDER = ("mariadb", "kafka", "connect", "openimis", "openhim", "desk")
 
 
 def components(stack: Stack | None = None) -> dict[str, Component]:
@@ -33,6 +35,7 @@ def components(stack: Stack | None = None) -> dict[str, Component]:
         "connect": KafkaConnect(stack, mariadb),
         "openimis": OpenImis(stack),
         "openhim": OpenHimEmulator(stack),
+        "desk": Desk(stack),
     }
 
 

@@ -206,6 +206,15 @@ def test_rerun_of_a_submitted_unit_answers_unchanged_and_sends_nothing() -> None
     assert [a.action for a in w.actions_for("enc-done")] == ["rerun", "rerun"]
 
 
+def test_rerun_of_a_unit_being_sent_right_now_says_so_and_sends_nothing() -> None:
+    """The consumer holds its submit lease (not expired, so not stranded): a clerk's click must
+    not send it a second time, and the answer says to look again rather than "unchanged"."""
+    w = world(LedgerEntry("encounter", "enc-busy", State.SUBMITTING, claim_code="C-busy"))
+    result = actions(w).rerun("encounter", "enc-busy", by="clerk")
+    assert result.ok and "being sent to openIMIS right now as claim C-busy" in result.message
+    assert not w.processed
+
+
 def test_rerun_that_stays_held_says_why_in_words_and_needs_a_person() -> None:
     w = world(HELD)
     w.outcomes[1] = result(1, "held", reason="unmapped_line")

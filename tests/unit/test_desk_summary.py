@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -110,6 +110,19 @@ def test_timeline_shows_what_staff_did_and_what_it_came_to() -> None:
         "amina: rerun on u1 (not done): held again: uninsured",
         "Last change: checked",
     ]
+
+
+def test_timeline_orders_naive_and_aware_utc_times_together() -> None:
+    """The driver hands some stored times back naive and some aware (the audit's): both are UTC."""
+    actions = [ActionRecord(datetime(2026, 12, 1, 9, 30, tzinfo=UTC), "amina", "rerun", "u1", True, "submitted")]
+    entry = _entry(created_at=datetime(2026, 12, 1, 9, 0), updated_at=datetime(2026, 12, 1, 9, 45))
+    events = timeline(entry, [], actions)
+    assert [e.what for e in events] == [
+        "First seen: a Bahmni save touched it",
+        "amina: rerun on u1 (done): submitted",
+        "Last change: checked",
+    ]
+    assert events[1].at == datetime(2026, 12, 1, 9, 30)
 
 
 def test_timeline_of_a_unit_never_changed_says_where_it_stands() -> None:
