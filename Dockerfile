@@ -66,7 +66,8 @@ COPY --from=builder /opt/cdc-claims /opt/cdc-claims
 WORKDIR /tmp
 USER 10001:10001
 
-EXPOSE 9464
+# 9464: /metrics and the probes of every role; 8080: the claims desk (`run desk`)
+EXPOSE 9464 8080
 
 # Liveness only (/healthz); readiness (/readyz) is for the orchestrator. No curl in slim: stdlib.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \

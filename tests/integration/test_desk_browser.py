@@ -132,3 +132,21 @@ def test_a_clerk_finds_a_held_claim_fixes_it_and_sees_it_checked(
     assert claim["status"] == "CHECKED"
     audit = rows(db, "SELECT actor, action, ok FROM cdc_claims_action WHERE target LIKE %s", f"%{enc.uuid}%")
     assert [(r["actor"], r["action"]) for r in audit] == [(desk.user, "rerun")]  # who did it, once
+
+
+def test_staff_sign_in_through_the_hospitals_openid_provider(desk: credentials.DeskCredentials) -> None:
+    """As with Bahmni's Keycloak: the desk sends the browser to the provider (code flow, PKCE),
+    the provider's form signs the user in, and the desk knows who they are; no anonymous page."""
+    with browser() as driver:
+        driver.get(desk.base_url + "/summary")
+        wait_for(driver, "username")  # not signed in: the sign-in page, not the summary
+        assert driver.current_url.startswith(desk.base_url + "/login")
+        wait_for(driver, "sign-in-oidc").click()
+        assert driver.current_url.startswith(desk.oidc_issuer)  # at the provider now
+        wait_for(driver, "username").send_keys(desk.user)
+        driver.find_element(By.ID, "password").send_keys(desk.password)
+        driver.find_element(By.ID, "sign-in").click()
+        assert text_of(driver, "who") == desk.user
+        assert driver.current_url.startswith(desk.base_url)
+        driver.get(desk.base_url + "/summary")
+        assert "<svg" in driver.page_source  # the chart, now that someone is signed in

@@ -237,7 +237,7 @@ def test_a_rejected_line_corrected_in_the_mapping_is_resubmitted_alone_as_a_repl
         fixed = yaml.safe_load(DEMO_MAPPING.read_text())  # billing staff fix the mapping
         out = run_cli(bad, fixed, tmp_path, "resubmit", "--unit", enc.uuid)
         assert out.returncode == 0, out.stdout + out.stderr
-        assert f"replacement {code}-R1" in out.stdout
+        assert f"{code}-R1 replacement" in out.stdout
 
         assert openimis_codes(openimis, enc.uuid) == [code, f"{code}-R1"]
         replacement = openimis.psql(
