@@ -199,6 +199,24 @@ class Ledger:
     def get(self, unit_kind: UnitKind, unit_uuid: str) -> LedgerEntry | None:
         return self._one(f"{_SELECT} WHERE unit_kind = %s AND unit_uuid = %s", (unit_kind, unit_uuid))
 
+    def known(self, unit_kind: UnitKind, unit_uuids: Iterable[str]) -> set[str]:
+        """Which of ``unit_uuids`` have a ledger row, in any state (asked 500 at a time)."""
+        wanted = sorted(set(unit_uuids))
+        found: set[str] = set()
+        try:
+            with transaction(self._connect) as cur:
+                for start in range(0, len(wanted), 500):
+                    page = wanted[start : start + 500]
+                    cur.execute(
+                        f"SELECT unit_uuid FROM {TABLE} WHERE unit_kind = %s"  # noqa: S608 - constants only
+                        f" AND unit_uuid IN ({placeholders(len(page))})",
+                        (unit_kind, *page),
+                    )
+                    found.update(str(r["unit_uuid"]) for r in cur.fetchall())
+        except pymysql.MySQLError as err:
+            raise WriteBackError(f"ledger read: {err}") from err
+        return found
+
     def get_by_code(self, code: str) -> LedgerEntry | None:
         return self._one(f"{_SELECT} WHERE claim_code = %s", (code,))
 
