@@ -18,10 +18,12 @@ a backlog). Snapshot rows would arrive as ``op=r`` without transaction markers, 
 consumer's transaction grouping would have to special-case.
 
 **Resumable by construction.** A unit gets a ledger row as soon as the claim service leases it,
-so after an interruption the same command starts again where it stopped: everything done is
-"skipped (already known)". Units that failed for a cause time fixes (openIMIS, the database,
-Kafka down) are "not now": counted, left to a re-run (or to ``rerun-held`` when the ledger
-already has them), and the exit code is 1.
+so after an interruption the same command starts again where it stopped: everything decided is
+"skipped (already known)". Units that could not be processed for a cause time fixes (openIMIS,
+the database, Kafka down) are "not now": counted, the exit code is 1, and they stay unknown to
+the ledger or in a state that decided nothing (``detected``, ``submitting``: see
+:data:`RETRY_STATES`), which the next run takes up again; held and failed units are
+``rerun-held``'s.
 
 **Sequential** for this first slice: one unit at a time (a later change adds adaptive
 concurrency toward openIMIS). Memory stays flat: candidates are read in pages of
@@ -38,7 +40,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TextIO
@@ -47,6 +49,7 @@ from cdc_claims.actions import ActionLedger, LiveWiring, Processor, audit
 from cdc_claims.assemble.reader import Candidate
 from cdc_claims.desk.actions import ActionResult
 from cdc_claims.errors import CdcClaimsError, ConfigError, LeaseHeld
+from cdc_claims.lifecycle import State
 from cdc_claims.log import get_logger
 from cdc_claims.pipeline.ports import UnitRef
 from cdc_claims.settings import Settings, UnitKind
@@ -63,6 +66,10 @@ NO_END = datetime(
 )  # no --until: up to now and beyond  # another sidecar holds the unit: wait this long, then ask again
 
 _CLAIMED = {"submitted", "replayed"}
+#: ledger states that decided nothing yet: a lease taken before an error (``detected``), a POST in
+#: doubt (``submitting``). A backfill runs those again (the claim service resolves them safely),
+#: so "not now" units are picked up by the next run.
+RETRY_STATES = (State.DETECTED, State.SUBMITTING)
 #: outcomes of a unit that another sidecar claimed between our ledger look-up and our turn
 _ALREADY = {"unchanged", "changed_after_submit", "supplemented", "withdrawal_needed", "unknown_status"}
 
@@ -87,7 +94,7 @@ class Candidates(Protocol):
 
 
 class KnownLedger(ActionLedger, Protocol):
-    def known(self, unit_kind: UnitKind, unit_uuids: Sequence[str]) -> set[str]: ...
+    def known(self, unit_kind: UnitKind, unit_uuids: Sequence[str], *, unless: Iterable[State] = ()) -> set[str]: ...
 
 
 class BackfillWiring(Protocol):
@@ -265,7 +272,7 @@ class Backfill:
         )
         ledger = self._wiring.ledger()
         for page in self.pages(what):
-            known = ledger.known(what.kind, [c.uuid for c in page])
+            known = ledger.known(what.kind, [c.uuid for c in page], unless=RETRY_STATES)
             for cand in page:
                 if cand.uuid in known:
                     summary.skipped += 1
@@ -283,7 +290,7 @@ class Backfill:
         progress = self._progress(summary.total)
         try:
             for page in self.pages(what):
-                known = ledger.known(what.kind, [c.uuid for c in page])
+                known = ledger.known(what.kind, [c.uuid for c in page], unless=RETRY_STATES)
                 for cand in page:
                     if cand.uuid in known:
                         summary.skipped += 1

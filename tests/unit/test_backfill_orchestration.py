@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,6 +14,7 @@ from cdc_claims import backfill
 from cdc_claims.assemble.reader import Candidate
 from cdc_claims.backfill import Backfill, LineProgress, Range, Summary
 from cdc_claims.errors import ClaimRefused, ConfigError, LeaseHeld, SourceUnavailable, TransientSubmitError
+from cdc_claims.lifecycle import State
 from cdc_claims.pipeline.claim_service import Outcome, UnitResult
 from cdc_claims.pipeline.ports import UnitRef
 from cdc_claims.settings import Settings, UnitKind
@@ -59,8 +60,9 @@ class Ledger:
     known_asked: list[int] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
 
-    def known(self, unit_kind: UnitKind, unit_uuids: Sequence[str]) -> set[str]:
+    def known(self, unit_kind: UnitKind, unit_uuids: Sequence[str], *, unless: Iterable[State] = ()) -> set[str]:
         self.known_asked.append(len(unit_uuids))
+        assert set(unless) == {State.DETECTED, State.SUBMITTING}  # what decided nothing is run again
         return self.known_uuids & set(unit_uuids)
 
     def record_action(self, *, actor: str, action: str, target: str, ok: bool, message: str) -> None:
