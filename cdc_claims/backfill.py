@@ -244,7 +244,7 @@ class Backfill:
         self._progress = progress or (lambda total: progress_for(sys.stderr, total))
 
     def pages(self, what: Range) -> Iterator[list[Candidate]]:
-        """The candidates, a page at a time, each page without the units the ledger knows."""
+        """The candidates of ``what``, a page at a time (keyset on time and id: flat memory)."""
         reader = self._wiring.reader()
         after: Candidate | None = None
         while True:
