@@ -42,6 +42,7 @@ from cdc_claims.settings import Settings, UnitKind
 from cdc_claims.submit.client import OpenImisClient
 
 if TYPE_CHECKING:  # the Kafka client loads only when an action needs Kafka (and never in unit tests)
+    from cdc_claims.assemble.reader import OpenMrsReader
     from cdc_claims.pipeline.kafka_io import KafkaPublisher
     from cdc_claims.roles import Claims
 
@@ -96,6 +97,7 @@ class LiveWiring:
         self._publisher: KafkaPublisher | None = None
         self._claims: Claims | None = None
         self._poller: Poller | None = None
+        self._reader: OpenMrsReader | None = None
 
     def ledger(self) -> Ledger:
         with self._lock:
@@ -130,6 +132,17 @@ class LiveWiring:
 
     def unit_ids(self) -> UnitIds:
         return self._built().reader
+
+    def reader(self) -> OpenMrsReader:
+        """The OpenMRS reader alone (a dry-run backfill needs neither Kafka nor openIMIS)."""
+        with self._lock:
+            if self._claims is not None:
+                return self._claims.reader
+            if self._reader is None:
+                from cdc_claims import roles
+
+                self._reader = roles.build_reader(self._settings)
+            return self._reader
 
     def refresher(self) -> Poller:
         with self._lock:
@@ -338,17 +351,22 @@ class LiveActions:
 
     # ------------------------------------------------------------------ audit
     def _audit(self, by: str, action: str, target: str, result: ActionResult) -> ActionResult:
-        """Record the action; an audit that cannot be written is said in the answer, never hidden."""
-        actor = by.strip() or "unknown"
-        log.info("operator_action", actor=actor, action=action, target=target, ok=result.ok)
-        try:
-            self._wiring.ledger().record_action(
-                actor=actor, action=action, target=target, ok=result.ok, message=result.message
-            )
-        except CdcClaimsError as err:
-            log.warning("operator_action_not_audited", action=action, target=target, error=str(err)[:200])
-            return replace(result, message=f"{result.message} (not audited: {err})"[:2000])
-        return result
+        return audit(self._wiring.ledger(), by, action, target, result)
+
+
+def audit(ledger: AuditLog, by: str, action: str, target: str, result: ActionResult) -> ActionResult:
+    """Record the action; an audit that cannot be written is said in the answer, never hidden.
+
+    Every audited act goes through here: these actions, and a backfill run (:mod:`cdc_claims.backfill`).
+    """
+    actor = by.strip() or "unknown"
+    log.info("operator_action", actor=actor, action=action, target=target, ok=result.ok)
+    try:
+        ledger.record_action(actor=actor, action=action, target=target, ok=result.ok, message=result.message)
+    except CdcClaimsError as err:
+        log.warning("operator_action_not_audited", action=action, target=target, error=str(err)[:200])
+        return replace(result, message=f"{result.message} (not audited: {err})"[:2000])
+    return result
 
 
 def _filter(reason: str | None, unit_uuid: str | None) -> str:

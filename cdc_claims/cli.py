@@ -5,11 +5,13 @@
     cdc-claims desk-user NAME               a users-file line for NAME (password from stdin)
     cdc-claims check-mapping                what the database uses that the mapping lacks
     cdc-claims rerun-held [--reason R]      re-run held/failed claims once the cause is fixed
+    cdc-claims backfill --since D [--until D] [--facility F] [--dry-run]
+                                            claim units of a date range that have no claim yet
     cdc-claims resubmit --unit U [--force]  send corrected lines openIMIS rejected, as a replacement
     cdc-claims refresh --claim C            ask openIMIS about one claim now
     cdc-claims withdrawal-handled --claim C withdrawals done in openIMIS by billing staff
 
-The actions (re-run, resubmit, refresh, withdrawal handled) are audited in cdc_claims_action
+The actions (backfill, re-run, resubmit, refresh, withdrawal handled) are audited in cdc_claims_action
 with who asked: ``--by``, else the OS user.
 
 The local stack and the demo are development tooling, outside the product: ``cdc-dev`` (dev/).
@@ -21,8 +23,18 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 
 from cdc_claims import __version__
+
+
+def _time(text: str) -> datetime:
+    from cdc_claims.backfill import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     rerun.add_argument("--reason", help="only claims held for this reason (see errors.HELD_REASONS)")
     rerun.add_argument("--unit", help="only this encounter/visit uuid")
     rerun.add_argument("--by", help="who asks (audited; default: the OS user)")
+
+    back = sub.add_parser("backfill", help="claim the encounters (or visits) of a date range that have no claim yet")
+    back.add_argument("--since", required=True, type=_time, help="from this date/time (YYYY-MM-DD[THH:MM])")
+    back.add_argument("--until", type=_time, help="up to, not including, this date/time (default: no end)")
+    back.add_argument(
+        "--facility", action="append", default=[], help="only visits at this location (uuid or name; repeatable)"
+    )
+    back.add_argument("--dry-run", action="store_true", help="count and list what would be claimed; change nothing")
+    back.add_argument("--by", help="who asks (audited; default: the OS user)")
 
     resubmit = sub.add_parser("resubmit", help="re-send rejected lines that were corrected, as a replacement claim")
     resubmit.add_argument("--unit", required=True, help="encounter/visit uuid")
@@ -90,6 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.check_mapping(settings)
         if args.command == "rerun-held":
             return commands.rerun_held(settings, reason=args.reason, unit_uuid=args.unit, by=args.by)
+        if args.command == "backfill":
+            return commands.backfill(
+                settings,
+                since=args.since,
+                until=args.until,
+                facilities=args.facility,
+                dry_run=args.dry_run,
+                by=args.by,
+            )
         if args.command == "resubmit":
             return commands.resubmit(settings, unit_uuid=args.unit, force=args.force, by=args.by)
         if args.command == "refresh":

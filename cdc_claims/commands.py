@@ -2,6 +2,7 @@
 
     cdc-claims check-mapping          what the database uses that the mapping lacks
     cdc-claims rerun-held             held and failed units through the claim service again
+    cdc-claims backfill --since D     claim what has no claim yet in a date range (history, long outage)
     cdc-claims resubmit --unit U      corrected lines openIMIS rejected, as a replacement claim
     cdc-claims withdrawal-handled     withdrawals done in openIMIS by billing staff
     cdc-claims desk-user NAME         a line of the claims desk's users file
@@ -17,6 +18,7 @@ import getpass
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TextIO
 
 from cdc_claims.actions import LiveActions
@@ -66,6 +68,22 @@ def rerun_held(
     """Run held and failed units through the claim service again (after fixing the cause)."""
     with LiveActions(settings, progress=_say) as actions:
         return _done(actions.rerun_held(reason=reason, unit_uuid=unit_uuid, by=operator(by)))
+
+
+def backfill(
+    settings: Settings,
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    facilities: Sequence[str] = (),
+    dry_run: bool = False,
+    by: str | None = None,
+) -> int:
+    """Claim every claimable unit of ``[since, until)`` the ledger does not know (:mod:`cdc_claims.backfill`)."""
+    from cdc_claims import backfill as job
+
+    what = job.Range(settings.settle.mode, since, until or job.NO_END, tuple(facilities))
+    return job.run(settings, what, dry_run=dry_run, by=operator(by), out=_say)
 
 
 def resubmit(settings: Settings, *, unit_uuid: str, force: bool = False, by: str | None = None) -> int:

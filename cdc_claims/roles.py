@@ -63,10 +63,16 @@ class Claims:
     ledger: Ledger
 
 
+def build_reader(settings: Settings, mapping: ClaimMapping | None = None) -> OpenMrsReader:
+    """The OpenMRS reader (SELECT-only user) for ``mapping`` (default: the configured one), resolved."""
+    reader = OpenMrsReader(reader_connection_factory(settings.db), reader_config(mapping or load(settings)))
+    reader.resolve()
+    return reader
+
+
 def build_claims(settings: Settings, publisher: KafkaPublisher, client: OpenImisClient) -> Claims:
     mapping = load(settings)
-    reader = OpenMrsReader(reader_connection_factory(settings.db), reader_config(mapping))
-    reader.resolve()
+    reader = build_reader(settings, mapping)
     ledger = Ledger(writer_connection_factory(settings.db))
     service = ClaimService(
         reader=reader,

@@ -199,3 +199,50 @@ ENCOUNTER_IDS_BY_UUID = "SELECT uuid, encounter_id FROM encounter WHERE uuid IN 
 ENCOUNTER_ID_BY_UUID = "SELECT encounter_id AS id FROM encounter WHERE uuid = %s"
 
 VISIT_ID_BY_UUID = "SELECT visit_id AS id FROM visit WHERE uuid = %s"
+
+# ------------------------------------------------------------------------------------------
+# Backfill: the claimable units of a date range, a page at a time (``cdc-claims backfill``)
+# ------------------------------------------------------------------------------------------
+
+# Keyset pagination on (time, id): a page starts after the last row of the previous one, so a
+# year of encounters is read 500 at a time with flat memory. {facility} is empty or
+# BACKFILL_FACILITY (the visit's location, by uuid or name). Parameters: since, until, then the
+# facility keys twice, then the keyset (time, time, id) and the page size.
+BACKFILL_ENCOUNTERS = """
+SELECT e.encounter_id AS id, e.uuid, e.encounter_datetime AS at
+  FROM encounter e
+  JOIN visit v ON v.visit_id = e.visit_id
+  JOIN location l ON l.location_id = v.location_id
+ WHERE e.voided = 0 AND v.voided = 0 AND e.encounter_datetime >= %s AND e.encounter_datetime < %s{facility}
+   AND (e.encounter_datetime > %s OR (e.encounter_datetime = %s AND e.encounter_id > %s))
+ ORDER BY e.encounter_datetime, e.encounter_id
+ LIMIT %s
+"""
+
+BACKFILL_ENCOUNTERS_COUNT = """
+SELECT COUNT(*) AS n
+  FROM encounter e
+  JOIN visit v ON v.visit_id = e.visit_id
+  JOIN location l ON l.location_id = v.location_id
+ WHERE e.voided = 0 AND v.voided = 0 AND e.encounter_datetime >= %s AND e.encounter_datetime < %s{facility}
+"""
+
+# Visit mode: closed visits only (``date_stopped`` set), by ``date_started``.
+BACKFILL_VISITS = """
+SELECT v.visit_id AS id, v.uuid, v.date_started AS at
+  FROM visit v
+  JOIN location l ON l.location_id = v.location_id
+ WHERE v.voided = 0 AND v.date_stopped IS NOT NULL AND v.date_started >= %s AND v.date_started < %s{facility}
+   AND (v.date_started > %s OR (v.date_started = %s AND v.visit_id > %s))
+ ORDER BY v.date_started, v.visit_id
+ LIMIT %s
+"""
+
+BACKFILL_VISITS_COUNT = """
+SELECT COUNT(*) AS n
+  FROM visit v
+  JOIN location l ON l.location_id = v.location_id
+ WHERE v.voided = 0 AND v.date_stopped IS NOT NULL AND v.date_started >= %s AND v.date_started < %s{facility}
+"""
+
+BACKFILL_FACILITY = " AND (l.uuid IN ({keys}) OR l.name IN ({keys}))"

@@ -126,6 +126,15 @@ class _Meta:
     consultation_concepts: dict[str, int]  # consultation rule concept uuid -> concept id
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A unit a backfill may claim: its id, uuid and time (encounter datetime or visit start)."""
+
+    id: int
+    uuid: str
+    at: datetime
+
+
 class OpenMrsReader:
     """Reads :class:`ClaimContext` snapshots. ``conn_factory`` returns a new SELECT-only connection."""
 
@@ -225,6 +234,51 @@ class OpenMrsReader:
             encs = _all(cur, q.PATIENT_ENCOUNTERS, (patient_id,))
             visits = _all(cur, q.PATIENT_VISITS, (patient_id,))
         return PatientUnits(tuple(int(r["encounter_id"]) for r in encs), tuple(int(r["visit_id"]) for r in visits))
+
+    def backfill_candidates(
+        self,
+        kind: UnitKind,
+        *,
+        since: datetime,
+        until: datetime,
+        facilities: Sequence[str] = (),
+        after: Candidate | None = None,
+        limit: int = 500,
+    ) -> list[Candidate]:
+        """One page of the claimable units of ``[since, until)`` (naive UTC), oldest first.
+
+        Encounter mode: non-voided encounters with a (non-voided) visit; visit mode: closed,
+        non-voided visits. ``facilities`` restricts to visits at those locations (uuid or name).
+        ``after``: the last candidate of the previous page (keyset pagination).
+        """
+        sql, args = self._backfill_sql(
+            q.BACKFILL_VISITS if kind == "visit" else q.BACKFILL_ENCOUNTERS, since, until, facilities
+        )
+        at, last = (after.at, after.id) if after is not None else (since, 0)
+        with self._cursor() as cur:
+            found = _all(cur, sql, [*args, at, at, last, max(1, int(limit))])
+        return [Candidate(int(r["id"]), str(r["uuid"]), r["at"]) for r in found]
+
+    def backfill_count(
+        self, kind: UnitKind, *, since: datetime, until: datetime, facilities: Sequence[str] = ()
+    ) -> int:
+        """How many units :meth:`backfill_candidates` would list in all (for progress and dry runs)."""
+        sql, args = self._backfill_sql(
+            q.BACKFILL_VISITS_COUNT if kind == "visit" else q.BACKFILL_ENCOUNTERS_COUNT, since, until, facilities
+        )
+        with self._cursor() as cur:
+            row = _one(cur, sql, args)
+        return int(row["n"]) if row else 0
+
+    @staticmethod
+    def _backfill_sql(
+        template: str, since: datetime, until: datetime, facilities: Sequence[str]
+    ) -> tuple[str, list[Any]]:
+        keys = sorted(set(facilities))
+        if not keys:
+            return template.format(facility=""), [since, until]
+        clause = q.BACKFILL_FACILITY.format(keys=placeholders(len(keys)))
+        return template.format(facility=clause), [since, until, *keys, *keys]
 
     # ---- connection --------------------------------------------------------------------
 
@@ -601,6 +655,7 @@ def read_locations(cur: pymysql.cursors.DictCursor, ids: set[int]) -> dict[int, 
 
 
 __all__ = [
+    "Candidate",
     "ConnFactory",
     "DiagnosisConcepts",
     "OpenMrsReader",

@@ -199,6 +199,25 @@ class Ledger:
     def get(self, unit_kind: UnitKind, unit_uuid: str) -> LedgerEntry | None:
         return self._one(f"{_SELECT} WHERE unit_kind = %s AND unit_uuid = %s", (unit_kind, unit_uuid))
 
+    def known(self, unit_kind: UnitKind, unit_uuids: Iterable[str], *, unless: Iterable[State] = ()) -> set[str]:
+        """Which of ``unit_uuids`` have a ledger row (asked 500 at a time), in any state but ``unless``."""
+        wanted = sorted(set(unit_uuids))
+        excluded = [State(s).value for s in unless]
+        found: set[str] = set()
+        try:
+            with transaction(self._connect) as cur:
+                for start in range(0, len(wanted), 500):
+                    page = wanted[start : start + 500]
+                    sql = f"SELECT unit_uuid FROM {TABLE} WHERE unit_kind = %s"  # noqa: S608 - constants only
+                    sql += f" AND unit_uuid IN ({placeholders(len(page))})"
+                    if excluded:
+                        sql += f" AND state NOT IN ({placeholders(len(excluded))})"
+                    cur.execute(sql, (unit_kind, *page, *excluded))
+                    found.update(str(r["unit_uuid"]) for r in cur.fetchall())
+        except pymysql.MySQLError as err:
+            raise WriteBackError(f"ledger read: {err}") from err
+        return found
+
     def get_by_code(self, code: str) -> LedgerEntry | None:
         return self._one(f"{_SELECT} WHERE claim_code = %s", (code,))
 

@@ -101,7 +101,7 @@ LAYERS: list[set[str]] = [
     {"submit", "ledger", "writeback"},
     {"pipeline"},
     {"desk"},  # the claims desk web app: reads the ledger and billing rows, acts through its port
-    {"roles", "commands", "actions", "cli", "__main__"},
+    {"roles", "commands", "actions", "backfill", "cli", "__main__"},
 ]
 
 
