@@ -60,7 +60,7 @@ from cdc_claims.desk.summary import clamp_range, summarize
 from cdc_claims.desk.timeline import timeline
 from cdc_claims.desk.words import Mentions, mentioned, rejection_code
 from cdc_claims.errors import CdcClaimsError, SourceUnavailable
-from cdc_claims.ledger.model import ActionRecord, ClaimRecord, LedgerEntry
+from cdc_claims.ledger.model import ActionRecord, ClaimRecord, LedgerEntry, missing_original
 from cdc_claims.ledger.store import Ledger
 from cdc_claims.lifecycle import NEEDS_ACTION_STATES, State
 from cdc_claims.reply.model import decode_draft
@@ -267,7 +267,8 @@ class DeskStore:
             raise SourceUnavailable(f"desk read: {err}") from err
         if entry is None:
             return None
-        records = _with_ledger_original(entry, records)
+        if (original := missing_original(entry, records)) is not None:
+            records = [original, *records]
         actions = self._actions([uuid, *(r.claim_code for r in records)])
         drafts: dict[str, ClaimDraft] = {}
         for record in records:
@@ -525,24 +526,6 @@ def top_reasons(rows: Iterable[dict[str, Any]], limit: int = _TOP_REJECTIONS) ->
         label = label or "no reason given"
         merged[label] = merged.get(label, 0) + int(row["n"])
     return tuple(sorted(merged.items(), key=lambda x: (-x[1], x[0]))[:limit])
-
-
-def _with_ledger_original(entry: LedgerEntry, records: list[ClaimRecord]) -> list[ClaimRecord]:
-    """A claim sent before the history table existed lives only in its ledger row."""
-    if not entry.claim_code or not entry.draft_json or any(r.claim_code == entry.claim_code for r in records):
-        return records
-    original = ClaimRecord(
-        claim_code=entry.claim_code,
-        unit_kind=entry.unit_kind,
-        unit_uuid=entry.unit_uuid,
-        kind="original",
-        state=entry.state,
-        draft_json=entry.draft_json,
-        openimis_claim_uuid=entry.openimis_claim_uuid,
-        created_at=entry.created_at,
-        updated_at=entry.updated_at,
-    )
-    return [original, *records]
 
 
 def _last_draft(entry: LedgerEntry, records: Sequence[ClaimRecord], drafts: dict[str, ClaimDraft]) -> ClaimDraft | None:

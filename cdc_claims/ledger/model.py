@@ -7,6 +7,7 @@ the pymysql adapter in :mod:`cdc_claims.ledger.store`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -72,3 +73,23 @@ class ActionRecord:
     ok: bool
     message: str
     id: int | None = None
+
+
+def missing_original(entry: LedgerEntry, history: Sequence[ClaimRecord]) -> ClaimRecord | None:
+    """The original claim a unit's ledger row stands for when its history has no row for it (a
+    unit claimed before the history table existed); None when the history has it, or there is none."""
+    if not entry.claim_code or not entry.draft_json or any(r.claim_code == entry.claim_code for r in history):
+        return None
+    return ClaimRecord(
+        claim_code=entry.claim_code,
+        unit_kind=entry.unit_kind,
+        unit_uuid=entry.unit_uuid,
+        kind="original",
+        state=entry.state,
+        seq=entry.revision,
+        content_hash=entry.content_hash,
+        draft_json=entry.draft_json,
+        openimis_claim_uuid=entry.openimis_claim_uuid,
+        created_at=entry.created_at,
+        updated_at=entry.updated_at,
+    )

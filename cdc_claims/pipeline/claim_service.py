@@ -36,7 +36,7 @@ from cdc_claims.errors import (
     WriteBackError,
 )
 from cdc_claims.failpoints import no_failpoint
-from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
+from cdc_claims.ledger.model import ClaimRecord, LedgerEntry, missing_original
 from cdc_claims.lifecycle import SUBMITTED_STATES, Event, State, advance, response_event
 from cdc_claims.log import get_logger
 from cdc_claims.metrics import ClaimMetrics
@@ -512,18 +512,7 @@ class ClaimService:
     def _history(self, ctx: ClaimContext, entry: LedgerEntry) -> list[ClaimRecord]:
         """The unit's claims; a unit claimed before the history existed has its ledger row."""
         history = self._ledger.claims_of(ctx.unit_kind, ctx.unit_uuid)
-        if entry.claim_code and entry.draft_json and not any(r.claim_code == entry.claim_code for r in history):
-            original = ClaimRecord(
-                claim_code=entry.claim_code,
-                unit_kind=ctx.unit_kind,
-                unit_uuid=ctx.unit_uuid,
-                kind="original",
-                state=entry.state,
-                seq=entry.revision,
-                content_hash=entry.content_hash,
-                draft_json=entry.draft_json,
-                openimis_claim_uuid=entry.openimis_claim_uuid,
-            )
+        if (original := missing_original(entry, history)) is not None:
             history = [self._ledger.upsert_claim(original), *history]
         return history
 

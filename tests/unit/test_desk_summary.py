@@ -12,10 +12,10 @@ from typing import Any
 from cdc_claims.assemble.model import ClaimDiagnosis, ClaimDraft, ClaimLine
 from cdc_claims.desk.export import HEADER, cell, to_csv
 from cdc_claims.desk.model import ClaimFact, ClaimView, UnitRow
-from cdc_claims.desk.store import _claim_view, _with_ledger_original, _withdrawals, top_reasons
+from cdc_claims.desk.store import _claim_view, _withdrawals, top_reasons
 from cdc_claims.desk.summary import MAX_DAYS, clamp_range, summarize
 from cdc_claims.desk.timeline import timeline
-from cdc_claims.ledger.model import ActionRecord, ClaimRecord, LedgerEntry
+from cdc_claims.ledger.model import ActionRecord, ClaimRecord, LedgerEntry, missing_original
 from cdc_claims.lifecycle import State
 from cdc_claims.writeback.iclm import row_uuid
 
@@ -288,8 +288,9 @@ def test_a_claim_without_billing_rows_yet_still_lists_its_lines() -> None:
 
 def test_a_claim_known_only_to_its_ledger_row_is_shown_as_the_original() -> None:
     entry = _entry(draft_json="{}")
-    (original,) = _with_ledger_original(entry, [])
+    original = missing_original(entry, [])
+    assert original is not None
     assert (original.claim_code, original.kind, original.state) == ("C1", "original", State.CHECKED)
     other = ClaimRecord("C1", "encounter", "u1", "original", State.CHECKED)
-    assert _with_ledger_original(entry, [other]) == [other]
-    assert _with_ledger_original(_entry(draft_json=None), []) == []
+    assert missing_original(entry, [other]) is None  # the history has it
+    assert missing_original(_entry(draft_json=None), []) is None
