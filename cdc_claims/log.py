@@ -10,6 +10,27 @@ import sys
 
 import structlog
 
+#: kafka-python 3.0's network thread may wake to read a socket the main thread has just closed
+#: (``KafkaConsumer.close()`` on shutdown) and then logs the resulting AttributeError with a full
+#: traceback although nothing failed (upstream: dpkp/kafka-python#3095, #3097).
+_TRANSPORT_LOGGER = "kafka.net.transport"
+_RECEIVE_ERROR = "Error receiving network data"
+
+
+class ClosedTransportNoise(logging.Filter):
+    """Drop kafka-python's receive-error record when the transport was already closed by us.
+
+    Why: an operator who sees a traceback on every clean shutdown stops reading tracebacks. Only
+    this one record is dropped, and only for a transport that reports itself closing; a receive
+    error on a live connection still reaches the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _RECEIVE_ERROR not in str(record.msg) or not isinstance(record.args, tuple) or not record.args:
+            return True
+        is_closing = getattr(record.args[0], "is_closing", None)
+        return not (callable(is_closing) and is_closing())
+
 
 def configure(level: str = "INFO", json: bool | None = None) -> None:
     if json is None:
@@ -21,6 +42,9 @@ def configure(level: str = "INFO", json: bool | None = None) -> None:
     # kafka-python narrates every connection and rebalance at INFO; httpx logs each request URL.
     for noisy in ("kafka", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+    transport_log = logging.getLogger(_TRANSPORT_LOGGER)
+    if not any(isinstance(f, ClosedTransportNoise) for f in transport_log.filters):
+        transport_log.addFilter(ClosedTransportNoise())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
