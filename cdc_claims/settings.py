@@ -91,6 +91,25 @@ class SettleSettings(BaseModel):
     visit_idle_seconds: float = Field(default=0.0, ge=0)
 
 
+class IntakeSettings(BaseModel):
+    """How much the consumer reads ahead of what it has finished (``pipeline/flow.py``).
+
+    A backlog (a sidecar off for a week, a broker that kept records) waits in Kafka, not in
+    memory: past these bounds the consumer pauses the partitions that feed the growing part
+    and resumes them at half. About 10 KiB of memory per pending unit.
+    """
+
+    #: Encounters/visits waiting for their settle window or being claimed. Must exceed the
+    #: encounters a hospital saves within one settle window (300 s by default), or intake pauses
+    #: in normal operation (``cdc_claims_intake_paused{cause="units"}`` says so).
+    max_pending_units: int = Field(default=2000, ge=10)
+    #: Rows read whose transaction END has not been read yet (data topics ahead of the
+    #: transaction topic): the data topics pause until the ENDs catch up.
+    max_rows_waiting_for_end: int = Field(default=20000, ge=100)
+    #: Transaction ENDs read whose rows have not all arrived: the transaction topic pauses.
+    max_ends_waiting_for_rows: int = Field(default=5000, ge=100)
+
+
 class DeskSettings(BaseModel):
     """The claims desk (``cdc-claims run desk``): the web app billing staff fix held claims in.
 
@@ -130,6 +149,7 @@ class Settings(BaseSettings):
     openhim: OpenHimSettings = OpenHimSettings()
     settle: SettleSettings = SettleSettings()
     desk: DeskSettings = DeskSettings()
+    intake: IntakeSettings = IntakeSettings()
     mapping_file: Path = Path("mapping.yaml")
     log_level: str = "INFO"
     metrics_port: int = 9464

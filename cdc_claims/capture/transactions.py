@@ -115,6 +115,9 @@ class TransactionBuffer:
         # ids of transactions finished recently: an LRU used as a set (the values mean nothing)
         self._completed: Lru[str, None] = Lru(remember_completed)
         self._expired: Lru[str, None] = Lru(remember_completed)
+        # kept up to date on every change, so flow control can read them on every poll for free
+        self._rows_without_end = 0
+        self._ends_without_rows = 0
 
     # -- counts, for metrics and memory bounds ------------------------------------------
     @property
@@ -124,6 +127,16 @@ class TransactionBuffer:
     @property
     def buffered_rows(self) -> int:
         return sum(len(o.rows) for o in self._open.values())
+
+    @property
+    def rows_waiting_for_end(self) -> int:
+        """Rows of transactions whose END has not been read yet: the data topics run ahead."""
+        return self._rows_without_end
+
+    @property
+    def ends_waiting_for_rows(self) -> int:
+        """Transactions whose END was read but not all their rows: the transaction topic runs ahead."""
+        return self._ends_without_rows
 
     @property
     def remembered_count(self) -> int:
@@ -155,15 +168,21 @@ class TransactionBuffer:
             return FeedResult(completed=(late,))
         tx = self._open_tx(row.tx_id, now)
         if tx.add_position(row.position):
-            tx.rows.setdefault((row.data_collection, row.collection_order or 0), row)
+            key = (row.data_collection, row.collection_order or 0)
+            if key not in tx.rows:
+                tx.rows[key] = row
+                if tx.end is None:
+                    self._rows_without_end += 1
         return self._maybe_complete(tx)
 
     def _feed_marker(self, marker: TxMarker, now: float) -> FeedResult:
         if self._completed.touch(marker.tx_id) or self._expired.touch(marker.tx_id):
             return FeedResult(ignored=(marker.position,))
         tx = self._open_tx(marker.tx_id, now)
-        if tx.add_position(marker.position) and marker.status is TxStatus.END:
+        if tx.add_position(marker.position) and marker.status is TxStatus.END and tx.end is None:
             tx.end = marker
+            self._rows_without_end -= len(tx.rows)
+            self._ends_without_rows += 1
         return self._maybe_complete(tx)
 
     def _open_tx(self, tx_id: str, now: float) -> _Open:
@@ -176,7 +195,7 @@ class TransactionBuffer:
     def _maybe_complete(self, tx: _Open) -> FeedResult:
         if not tx.is_complete(self._watched):
             return FeedResult()
-        del self._open[tx.tx_id]
+        self._close(tx)
         self._completed.put(tx.tx_id, None)
         return FeedResult(completed=(tx.freeze(complete=True),))
 
@@ -190,6 +209,13 @@ class TransactionBuffer:
         """
         stale = sorted((o for o in self._open.values() if now - o.last_seen >= older_than), key=lambda o: o.last_seen)
         for tx in stale:
-            del self._open[tx.tx_id]
+            self._close(tx)
             self._expired.put(tx.tx_id, None)
         return tuple(tx.freeze(complete=False) for tx in stale)
+
+    def _close(self, tx: _Open) -> None:
+        del self._open[tx.tx_id]
+        if tx.end is None:
+            self._rows_without_end -= len(tx.rows)
+        else:
+            self._ends_without_rows -= 1

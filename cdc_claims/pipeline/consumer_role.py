@@ -38,6 +38,7 @@ from cdc_claims.capture import Position, RowChange, Transaction, TransactionBuff
 from cdc_claims.capture.touched import EXTRACTORS
 from cdc_claims.errors import CdcClaimsError, ConsumerStalled, KafkaUnavailable, MalformedEvent
 from cdc_claims.log import get_logger
+from cdc_claims.pipeline.flow import CAUSES, FlowControl, Intake, Load
 from cdc_claims.pipeline.offsets import OffsetTracker
 from cdc_claims.pipeline.ports import ConsumerSink, Lookups, Partition, Record, RecordSource, UnitRef, UnitService
 from cdc_claims.pipeline.stall import LagReport, StallDetector
@@ -97,6 +98,12 @@ class ConsumerRole:
         # Units run on worker threads (each claim waits ~0.2 s on openIMIS); the settle tracker,
         # the offsets and Kafka stay on this thread.
         self._workers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="claim")
+        self._flow = FlowControl(settings.intake)
+        self._intake = Intake.OPEN
+        # time spent with every partition paused: transactions cannot progress then, so it must
+        # not count toward their expiry (they would be handed out incomplete after the resume)
+        self._closed_for = 0.0
+        self._closed_since: float | None = None
 
     def _reset(self) -> None:
         """Forget every record not yet committed: they will be read again from the commit."""
@@ -132,6 +139,7 @@ class ConsumerRole:
             self._reset()
         if self._rebalanced:
             self._rebalanced = False
+            self._intake = Intake.OPEN  # a new assignment starts unpaused (kafka-python)
             self._consumer.seek_to_committed(self._assignment)
 
     def ready(self) -> bool | str:
@@ -164,12 +172,57 @@ class ConsumerRole:
                 self.stall.records(now)
             for record in records:
                 self._consume(record, now)
-        for tx in self.buffer.expire(now, self._expire_after):
+        for tx in self.buffer.expire(self._buffer_time(now), self._expire_after):
             log.warning("transaction_expired_incomplete", tx_id=tx.tx_id, rows=len(tx.rows))
             self._on_transaction(tx, now)
         self._settle(self._clock())
         self._commit()
+        self._regulate()
         metrics.PENDING_UNITS.set(self.settle.pending_count)
+
+    @property
+    def intake(self) -> Intake:
+        return self._intake
+
+    def _buffer_time(self, now: float) -> float:
+        """The transaction buffer's clock: ``now`` without the time intake was closed."""
+        closed = self._closed_for + (now - self._closed_since if self._closed_since is not None else 0.0)
+        return now - closed
+
+    def _regulate(self) -> None:
+        """Pause or resume partitions so memory stays bounded whatever the backlog (``flow.py``)."""
+        load = Load(
+            pending_units=self.settle.pending_count + len(self._deferred),
+            rows_waiting_for_end=self.buffer.rows_waiting_for_end,
+            ends_waiting_for_rows=self.buffer.ends_waiting_for_rows,
+        )
+        intake = self._flow.decide(load)
+        self.stall.intake_paused(intake is not Intake.OPEN)
+        if intake is self._intake:
+            return
+        now = self._clock()
+        if intake is Intake.CLOSED and self._closed_since is None:
+            self._closed_since = now
+        elif intake is not Intake.CLOSED and self._closed_since is not None:
+            self._closed_for += now - self._closed_since
+            self._closed_since = None
+        parts = self._consumer.assignment()
+        tx = [tp for tp in parts if tp.topic == self._tx_topic]
+        data = [tp for tp in parts if tp.topic != self._tx_topic]
+        reads = {tp: intake.reads_transactions() if tp in tx else intake.reads_data() for tp in tx + data}
+        self._consumer.pause([tp for tp, read in reads.items() if not read])
+        self._consumer.resume([tp for tp, read in reads.items() if read])
+        for state, cause in CAUSES.items():
+            metrics.INTAKE_PAUSED.labels(cause=cause).set(1 if intake is state else 0)
+        log.info(
+            "intake_resumed" if intake is Intake.OPEN else "intake_paused",
+            intake=intake.value,
+            was=self._intake.value,
+            pending_units=load.pending_units,
+            rows_waiting_for_end=load.rows_waiting_for_end,
+            ends_waiting_for_rows=load.ends_waiting_for_rows,
+        )
+        self._intake = intake
 
     def drain(self, timeout: float = 60.0) -> list[str]:
         """Wait for every unit in flight, record its outcome and commit what is durable.
@@ -215,7 +268,7 @@ class ConsumerRole:
             return
         if isinstance(event, RowChange):
             event = slim(event)  # rows wait for their transaction: keep only what touches need
-        result = self.buffer.feed(event, now)
+        result = self.buffer.feed(event, self._buffer_time(now))
         self.offsets.done(result.ignored)
         for tx in result.completed:
             self._on_transaction(tx, now)

@@ -272,6 +272,17 @@ class GuardedConsumer:
             metrics.KAFKA_ERRORS.labels(op="seek").inc()
             raise KafkaUnavailable(f"kafka seek: {type(err).__name__}: {err}") from err
 
+    def pause(self, parts: Iterable[Partition]) -> None:
+        """Stop fetching ``parts`` (flow control); records already fetched wait for the resume."""
+        chosen = list(parts)
+        if chosen:
+            kafka_call("pause", lambda: self.raw.pause(*chosen))
+
+    def resume(self, parts: Iterable[Partition]) -> None:
+        chosen = list(parts)
+        if chosen:
+            kafka_call("resume", lambda: self.raw.resume(*chosen))
+
     def close(self) -> None:
         """Leave the group without committing (the role committed what was durable)."""
         try:

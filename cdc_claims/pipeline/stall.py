@@ -10,7 +10,8 @@ turns" reports such a consumer ready forever. This detector looks at what matter
   does not show a stable group in which
   this member could be a standby: ``no_assignment`` (a standby of a rolling update is ready to
   take over, and only rebuilt if the group has lag for five times as long);
-* lag on its own partitions and no record arriving, for ``stall_seconds``: ``no_progress``.
+* lag on its own partitions and no record arriving, for ``stall_seconds``: ``no_progress``
+  (not while flow control has paused intake on purpose: that lag is a backlog held in Kafka).
 
 Pure: the role feeds it assignments, membership, lag reports and record arrivals with its clock.
 """
@@ -37,6 +38,7 @@ class StallDetector:
     _group_lag: bool = False
     _unstable_since: float | None = None
     _standby: bool = False
+    _paused: bool = False
 
     def __post_init__(self) -> None:
         self._unassigned_since = self.started
@@ -52,6 +54,13 @@ class StallDetector:
         self._last_record = now
         self._lag_since = None
 
+    def intake_paused(self, paused: bool) -> None:
+        """Intake is paused on purpose (flow control) or not: while it is, lag that waits in
+        Kafka is the backlog being held back, not a stall."""
+        self._paused = paused
+        if paused:
+            self._lag_since = None
+
     def membership(self, now: float, stable: bool) -> None:
         """``stable``: joined and not rebalancing; with no assignment, a standby of a stable group."""
         self._standby = stable and self._unassigned_since is not None
@@ -61,7 +70,7 @@ class StallDetector:
             self._unstable_since = now
 
     def report(self, now: float, lag: LagReport) -> None:
-        assigned_lag = any(value > 0 for value, mine in lag.values() if mine)
+        assigned_lag = any(value > 0 for value, mine in lag.values() if mine) and not self._paused
         self._group_lag = any(value > 0 for value, _mine in lag.values())
         if assigned_lag:
             if self._lag_since is None:

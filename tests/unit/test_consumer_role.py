@@ -48,6 +48,12 @@ class FakeConsumer:
     def assignment(self) -> set[Any]:
         return set()
 
+    def pause(self, parts: Iterable[Any]) -> None:
+        pass
+
+    def resume(self, parts: Iterable[Any]) -> None:
+        pass
+
     def poll(self, timeout_ms: int = 0) -> dict[Any, list[Record]]:
         batch: dict[Any, list[Record]] = defaultdict(list)
         for record in self.queue:

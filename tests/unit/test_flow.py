@@ -1,0 +1,239 @@
+"""Flow control: which partitions the consumer reads while a backlog waits in Kafka."""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from debezium_fixtures import TX_TOPIC, FakeConnector, Record, bahmni_save
+from test_consumer_role import Clock, FakeService, Lookups, Sink
+
+from cdc_claims.capture import TransactionBuffer, parse_record
+from cdc_claims.pipeline.consumer_role import ConsumerRole
+from cdc_claims.pipeline.flow import FlowControl, Intake, Load
+from cdc_claims.settings import IntakeSettings, Settings, SettleSettings
+
+LIMITS = IntakeSettings(max_pending_units=10, max_rows_waiting_for_end=100, max_ends_waiting_for_rows=100)
+
+
+# ---------------------------------------------------------------------------- the decision
+def test_each_high_load_pauses_what_feeds_it_and_resumes_at_half() -> None:
+    flow = FlowControl(LIMITS)
+    assert flow.decide(Load(9, 0, 0)) is Intake.OPEN
+    assert flow.decide(Load(10, 0, 0)) is Intake.CLOSED
+    assert flow.decide(Load(6, 0, 0)) is Intake.CLOSED, "no flapping between the marks"
+    assert flow.decide(Load(5, 0, 0)) is Intake.OPEN
+    assert flow.decide(Load(0, 100, 0)) is Intake.TRANSACTIONS_ONLY
+    assert flow.decide(Load(0, 50, 0)) is Intake.OPEN
+    assert flow.decide(Load(0, 0, 100)) is Intake.DATA_ONLY
+    assert flow.decide(Load(0, 0, 40)) is Intake.OPEN
+
+
+def test_both_buffers_high_pauses_neither_side_and_units_win_over_buffers() -> None:
+    flow = FlowControl(LIMITS)
+    assert flow.decide(Load(0, 100, 100)) is Intake.OPEN, "pausing both sides could only end in expiry"
+    assert flow.decide(Load(10, 100, 100)) is Intake.CLOSED
+
+
+# ---------------------------------------------------------------------------- the buffer's loads
+def test_the_buffer_counts_rows_waiting_for_an_end_and_ends_waiting_for_rows() -> None:
+    conn = FakeConnector()
+    first, second = (
+        bahmni_save(conn),
+        bahmni_save(
+            conn,
+            encounter_id=6,
+            first_obs_id=70,
+            drug_order_id=21,
+            lab_order_id=22,
+            encounter_provider_id=19,
+            visit_attribute_id=14,
+        ),
+    )
+    buffer = TransactionBuffer()
+    for record in first.rows:  # data ahead of the transaction topic
+        buffer.feed(record.parse(), 1.0)
+    assert buffer.rows_waiting_for_end == len(first.rows) and buffer.ends_waiting_for_rows == 0
+    for record in (second.begin, second.end, first.begin, second.rows[0]):  # the transaction topic ahead
+        buffer.feed(record.parse(), 1.0)
+    assert buffer.rows_waiting_for_end == len(first.rows) and buffer.ends_waiting_for_rows == 1
+    assert buffer.feed(first.end.parse(), 1.0).completed, "END last: the first Save completes"
+    assert buffer.rows_waiting_for_end == 0 and buffer.ends_waiting_for_rows == 1
+    assert len(buffer.expire(now=500.0, older_than=60.0)) == 1
+    assert buffer.rows_waiting_for_end == 0 and buffer.ends_waiting_for_rows == 0
+
+
+# ---------------------------------------------------------------------------- the role on a broker
+class TP(NamedTuple):
+    topic: str
+    partition: int
+
+
+class PartitionedBroker:
+    """A consumer over real per-partition logs: each poll hands out at most ``per_poll``
+    records of each partition that is not paused, like kafka-python's fetcher; a seek to the
+    committed offsets rewinds the positions."""
+
+    def __init__(self, records: Iterable[Record], per_poll: int) -> None:
+        self.logs: dict[TP, list[Record]] = defaultdict(list)
+        for record in records:
+            self.logs[TP(record.topic, record.partition)].append(record)
+        self.position: dict[TP, int] = dict.fromkeys(self.logs, 0)
+        self.per_poll = per_poll
+        self.paused: set[TP] = set()
+        self.committed: dict[tuple[str, int], int] = {}
+        self.pause_calls = 0
+
+    def append(self, record: Record) -> None:
+        tp = TP(record.topic, record.partition)
+        self.logs[tp].append(record)
+        self.position.setdefault(tp, 0)
+
+    def poll(self, timeout_ms: int = 0) -> Mapping[Any, list[Record]]:
+        out: dict[Any, list[Record]] = {}
+        for tp, log in self.logs.items():
+            if tp in self.paused:
+                continue
+            start = self.position[tp]
+            batch = log[start : start + self.per_poll]
+            self.position[tp] = start + len(batch)
+            if batch:
+                out[tp] = batch
+        return out
+
+    def assignment(self) -> set[Any]:
+        return set(self.logs)
+
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        self.committed.update(offsets)
+
+    def seek_to_committed(self, parts: Iterable[Any]) -> None:
+        for tp in parts:
+            committed = self.committed.get((tp.topic, tp.partition), 0)
+            self.position[tp] = next(
+                (i for i, r in enumerate(self.logs[tp]) if r.offset >= committed), len(self.logs[tp])
+            )
+
+    def pause(self, parts: Iterable[Any]) -> None:
+        chosen = set(parts)
+        self.pause_calls += bool(chosen)
+        self.paused |= chosen
+
+    def resume(self, parts: Iterable[Any]) -> None:
+        self.paused -= set(parts)
+
+    def lag(self) -> dict[tuple[str, int], tuple[int, bool]]:
+        return {(tp.topic, tp.partition): (len(log) - self.position[tp], True) for tp, log in self.logs.items()}
+
+    @property
+    def left(self) -> int:
+        return sum(len(log) - self.position[tp] for tp, log in self.logs.items())
+
+
+def backlog(saves: int) -> list[Record]:
+    conn = FakeConnector()
+    records: list[Record] = []
+    for i in range(saves):
+        records.extend(
+            bahmni_save(
+                conn,
+                encounter_id=100 + i,
+                visit_id=1000 + i,
+                first_obs_id=10_000 + 10 * i,
+                drug_order_id=50_000 + 2 * i,
+                lab_order_id=50_001 + 2 * i,
+                encounter_provider_id=70_000 + i,
+                visit_attribute_id=80_000 + i,
+            ).in_order()
+        )
+    return records
+
+
+def role_over(
+    broker: PartitionedBroker, *, settle: float, limits: IntakeSettings
+) -> tuple[ConsumerRole, FakeService, Clock]:
+    service, clock = FakeService(), Clock()
+    settings = Settings(settle=SettleSettings(settle_seconds=settle), intake=limits)
+    r = ConsumerRole(
+        consumer=broker,
+        service=service,
+        lookups=Lookups(),
+        sink=Sink(),
+        settings=settings,
+        clock=clock,
+        rng=lambda: 1.0,
+    )
+    return r, service, clock
+
+
+def test_a_backlog_bigger_than_the_bound_is_held_in_kafka_then_drains_completely() -> None:
+    records = backlog(60)
+    broker = PartitionedBroker(records, per_poll=4)
+    r, service, clock = role_over(broker, settle=30, limits=LIMITS)
+    peak_units = 0
+    for _ in range(400):
+        r.step()
+        r.drain()
+        peak_units = max(peak_units, r.settle.pending_count)
+        clock.now += 1
+        if not broker.left and not r.settle.pending_count:
+            break
+    assert broker.pause_calls, "the bound was reached: intake paused at least once"
+    # one poll may overshoot the bound by the transactions it completed, never by the backlog
+    assert peak_units < 2 * LIMITS.max_pending_units
+    assert sorted(u.id for u in service.processed) == [100 + i for i in range(60)], "every Save claimed, once"
+    assert broker.left == 0 and r.intake is Intake.OPEN
+    ends = [x for x in records if x.topic == TX_TOPIC]
+    assert broker.committed[(TX_TOPIC, 0)] == ends[-1].offset + 1, "everything committed at the end"
+
+
+def test_data_topics_running_ahead_pause_until_the_transaction_topic_catches_up() -> None:
+    records = backlog(40)
+    # the transaction topic is slow: one record per poll, data partitions up to 40
+    broker = PartitionedBroker(records, per_poll=40)
+    tx = TP(TX_TOPIC, 0)
+    limits = IntakeSettings(max_pending_units=1000, max_rows_waiting_for_end=100, max_ends_waiting_for_rows=100)
+    r, service, clock = role_over(broker, settle=0, limits=limits)
+    peak_rows = 0
+    slow = deque(broker.logs.pop(tx))
+    broker.position.pop(tx)
+    for _ in range(300):
+        if slow:
+            broker.append(slow.popleft())
+        r.step()
+        r.drain()
+        peak_rows = max(peak_rows, r.buffer.rows_waiting_for_end)
+        clock.now += 0.5
+        if not broker.left and not slow and not r.settle.pending_count:
+            break
+    assert peak_rows < 100 + 5 * 40, "rows stop piling up soon after the mark"
+    assert sorted(u.id for u in service.processed) == [100 + i for i in range(40)]
+    assert r.intake is Intake.OPEN
+
+
+def test_a_paused_intake_is_not_a_stalled_consumer() -> None:
+    records = backlog(30)
+    broker = PartitionedBroker(records, per_poll=50)
+    r, _service, clock = role_over(broker, settle=3600, limits=LIMITS)
+    r.on_assigned(list(broker.logs))
+    for _ in range(10):
+        r.step()  # the first takes the assignment
+        if r.intake is Intake.CLOSED:
+            break
+    assert r.intake is Intake.CLOSED and r.buffer.open_count, "ENDs read, their rows held back in Kafka"
+    open_before = r.buffer.open_count
+    for _ in range(10):
+        clock.now += 30
+        r.step()
+        r.observe_lag(broker.lag())  # raises ConsumerStalled if lag without records counted as a stall
+    assert r.ready() is True
+    assert r.buffer.open_count == open_before, "5 minutes closed: no transaction expired incomplete"
+
+
+def test_parse_record_is_what_the_broker_hands_out() -> None:
+    # guard for the fakes above: the records parse as Debezium's would
+    record = backlog(1)[0]
+    assert parse_record(
+        record.topic, record.partition, record.offset, record.key, record.value, transaction_topic=TX_TOPIC
+    )
