@@ -54,10 +54,20 @@ class Offsets:
         self._consumer = KafkaConsumer(
             bootstrap_servers=sc.kafka.bootstrap_servers, group_id=sc.group, enable_auto_commit=False
         )
-        topics = [sc.kafka.table_topic(t) for t in CAPTURED_TABLES] + [sc.kafka.transaction_topic]
+        self.topics = [sc.kafka.table_topic(t) for t in CAPTURED_TABLES] + [sc.kafka.transaction_topic]
         self.encounter_topic = sc.kafka.table_topic("encounter")
         self.tx_topic = sc.kafka.transaction_topic
-        self.parts = [TopicPartition(t, p) for t in topics for p in (self._consumer.partitions_for_topic(t) or {0})]
+
+    @property
+    def parts(self) -> list[Any]:
+        """Partitions of the topics that exist now (Debezium creates a table's topic at its first row)."""
+        existing = self._consumer.topics()
+        return [
+            TopicPartition(t, p)
+            for t in self.topics
+            if t in existing
+            for p in self._consumer.partitions_for_topic(t) or ()
+        ]
 
     def ends(self) -> dict[Any, int]:
         return {tp: int(o) for tp, o in self._consumer.end_offsets(self.parts).items()}
