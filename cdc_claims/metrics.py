@@ -103,6 +103,11 @@ DEAD_LETTERS = Counter("cdc_claims_dead_letters_total", "Records sent to the dea
 UPSTREAM_ERRORS = Counter("cdc_claims_upstream_errors_total", "openHIM/openIMIS errors by kind", ["kind"])
 REPLIES_WRITTEN = Counter("cdc_claims_replies_written_total", "ClaimResponses applied to the iclm_* tables", ["status"])
 PENDING_UNITS = Gauge("cdc_claims_pending_units", "Encounters/visits waiting for their settle window")
+SUBMIT_LIMIT = Gauge(
+    "cdc_claims_submit_concurrency_limit",
+    "Claims the consumer lets run at once now: adapts to openIMIS's latency and overloads, up to "
+    "CDC_CLAIMS_SUBMIT_CONCURRENCY",
+)
 INTAKE_PAUSED = Gauge(
     "cdc_claims_intake_paused",
     "1 while flow control holds a backlog in Kafka, by the load that is high: units (pending units), "

@@ -159,7 +159,9 @@ class Settings(BaseSettings):
     #: supplementary claim ``<code>-S<n>`` (False: only report them, ``changed_after_submit``).
     #: Removed lines are never re-sent either way: they are flagged for withdrawal.
     supplements: bool = True
-    #: Claims assembled and submitted at the same time (each waits ~0.2 s on openIMIS).
+    #: The most claims assembled and submitted at the same time toward this payer (each waits
+    #: ~0.2 s on openIMIS). The consumer starts at half and adapts within it: more while openIMIS
+    #: answers as fast as before, fewer when its latency rises or it answers 5xx / times out.
     submit_concurrency: int = Field(default=4, ge=1, le=32)
     #: Longest pause between two tries of a unit that failed for a cause time or a person can
     #: fix (credentials, a missing openHIM channel, openIMIS or the database down): once the

@@ -237,8 +237,9 @@ class SettleTracker:
         return unit
 
     # -- handing out ----------------------------------------------------------------------
-    def due(self, now: float) -> list[Due]:
-        """Units ready now, oldest change first. Each is handed out once until done/retry."""
+    def due(self, now: float, limit: int | None = None) -> list[Due]:
+        """Units ready now, oldest change first, at most ``limit`` of them (the rest stay ready
+        for the next call). Each is handed out once until done/retry."""
         ready: list[tuple[float, Unit, _State, DueReason]] = []
         for unit, state in self._units.items():
             if state.in_flight is not None or now < state.not_before:
@@ -248,7 +249,7 @@ class SettleTracker:
                 ready.append((state.last, unit, state, reason))
         ready.sort(key=lambda item: (item[0], item[1]))
         handed: list[Due] = []
-        for _, unit, state, reason in ready:
+        for _, unit, state, reason in ready if limit is None else ready[: max(0, limit)]:
             state.in_flight = state.version
             handed.append(
                 Due(
