@@ -85,15 +85,18 @@ class ConsumerRole:
         expire_after: float = 120.0,
         concurrency: int = 4,
         rng: Callable[[], float] = random.random,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._consumer = consumer
         self._service = service
         self._lookups = lookups
         self._sink = sink
         self._clock = clock
+        self._wall = wall_clock
         self._rng = rng
         self._expire_after = expire_after
         self._retry_max = settings.retry_max_seconds
+        self._settle_seconds = settings.settle.settle_seconds
         self._tx_topic = settings.kafka.transaction_topic
         self._settings = settings
         self._reset()
@@ -322,11 +325,26 @@ class ConsumerRole:
         for tx in deferred:
             self._on_transaction(tx, now)
 
+    def _touched_at(self, tx: Transaction, now: float) -> float:
+        """When the change happened, on the role's clock: ``now`` less the transaction's age.
+
+        The settle window asks "has nobody edited it for settle_seconds?", and the source's commit
+        time answers it: a backlog of Saves committed hours ago (a sidecar that was down, a broker
+        that kept the records) is settled on arrival and goes at the payer's pace, instead of
+        waiting one more window after it is read. The age is clamped to [0, settle_seconds], so a
+        database clock ahead of ours changes nothing and one behind it shortens a live window by
+        its skew at most."""
+        if tx.commit_ts_ms is None:
+            return now
+        age = self._wall() - tx.commit_ts_ms / 1000
+        return now - min(max(age, 0.0), self._settle_seconds)
+
     def _apply(self, tx: Transaction, now: float) -> None:
         metrics.TRANSACTIONS.inc()
         touches = touched_by(tx)
         tag = tx.tx_id
         captured_ms = int(time.time() * 1000)
+        now = self._touched_at(tx, now)
         units = set(self.settle.record(touches, now, tag=tag, visit_of=touches.encounter_visits))
         if touches.order_ids_to_resolve:
             for encounter_id in self._lookups.order_encounters(touches.order_ids_to_resolve).values():

@@ -125,6 +125,7 @@ def role(settle_seconds: float = 0.0) -> tuple[ConsumerRole, FakeConsumer, FakeS
         settings=settings,
         clock=clock,
         rng=lambda: 1.0,
+        wall_clock=lambda: 0.0,  # every change is fresh: the window runs from its receipt
     )
     return r, consumer, service, sink, clock
 
@@ -377,3 +378,66 @@ def test_an_idle_assigned_consumer_is_ready_and_not_stalled() -> None:
         clock.now += 30
         r.observe_lag({(TX_TOPIC, 0): (0, True)})
     assert r.ready() is True
+
+
+# ---------------------------------------------------------------------------- a backlog is settled on arrival
+def _role_at(wall: float, settle_seconds: float) -> tuple[ConsumerRole, FakeConsumer, FakeService, Clock]:
+    settings = Settings(settle=SettleSettings(settle_seconds=settle_seconds), retry_max_seconds=30)
+    consumer, service, clock = FakeConsumer(), FakeService(), Clock()
+    r = ConsumerRole(
+        consumer=consumer,
+        service=service,
+        lookups=Lookups(),
+        sink=Sink(),
+        settings=settings,
+        clock=clock,
+        rng=lambda: 1.0,
+        wall_clock=lambda: wall + (clock.now - 1000.0),
+    )
+    return r, consumer, service, clock
+
+
+def test_a_save_committed_long_before_it_is_read_is_claimed_on_arrival() -> None:
+    conn = FakeConnector()
+    save = bahmni_save(conn)
+    committed = conn.clock_ms / 1000
+    r, consumer, service, _clock = _role_at(committed + 2 * 3600, settle_seconds=300)
+    consumer.queue = save.in_order()
+    r.step()
+    r.drain()
+    assert [u.id for u in service.processed] == [5], "nobody touched it for two hours: it is settled"
+
+
+def test_a_fresh_save_waits_its_window_and_a_database_clock_ahead_changes_nothing() -> None:
+    for skew in (0.5, -120.0):  # read half a second after commit; the database clock 2 min ahead
+        conn = FakeConnector()
+        save = bahmni_save(conn)
+        r, consumer, service, clock = _role_at(conn.clock_ms / 1000 + skew, settle_seconds=300)
+        consumer.queue = save.in_order()
+        r.step()
+        r.drain()
+        clock.now += 298
+        r.step()
+        r.drain()
+        assert service.processed == [], f"skew {skew}: still inside the window"
+        clock.now += 3
+        r.step()
+        r.drain()
+        assert [u.id for u in service.processed] == [5]
+
+
+def test_a_save_read_late_waits_only_what_is_left_of_its_window() -> None:
+    conn = FakeConnector()
+    save = bahmni_save(conn)
+    r, consumer, service, clock = _role_at(conn.clock_ms / 1000 + 200, settle_seconds=300)
+    consumer.queue = save.in_order()
+    r.step()
+    r.drain()
+    clock.now += 99
+    r.step()
+    r.drain()
+    assert service.processed == []
+    clock.now += 2
+    r.step()
+    r.drain()
+    assert [u.id for u in service.processed] == [5], "200 s old on arrival: 100 s left to wait"

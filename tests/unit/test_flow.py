@@ -163,6 +163,7 @@ def role_over(
         settings=settings,
         clock=clock,
         rng=lambda: 1.0,
+        wall_clock=lambda: 0.0,  # every change is fresh: the window runs from its receipt
     )
     return r, service, clock
 
