@@ -23,6 +23,7 @@ from cdc_claims.mapping.apply import DraftBuilder
 from cdc_claims.mapping.model import ClaimMapping, load_mapping
 from cdc_claims.mapping.reading import reader_config
 from cdc_claims.pipeline.claim_service import ClaimService
+from cdc_claims.pipeline.concurrency import ASSEMBLING, AdaptiveLimit, PacedApi
 from cdc_claims.pipeline.consumer_role import ConsumerRole, data_topics
 from cdc_claims.pipeline.kafka_io import (
     GroupProbe,
@@ -38,6 +39,7 @@ from cdc_claims.pipeline.lease_owner import holder_dead, owner_id
 from cdc_claims.pipeline.lookups import ConsumerLookups
 from cdc_claims.pipeline.open_claims import LedgerOpenClaims
 from cdc_claims.pipeline.poller import Poller
+from cdc_claims.pipeline.ports import ClaimApi
 from cdc_claims.pipeline.runner import Stopper, run_loop, when_reachable
 from cdc_claims.pipeline.writer_role import ReplyWriter
 from cdc_claims.reply.normalize import normalize
@@ -70,7 +72,7 @@ def build_reader(settings: Settings, mapping: ClaimMapping | None = None) -> Ope
     return reader
 
 
-def build_claims(settings: Settings, publisher: KafkaPublisher, client: OpenImisClient) -> Claims:
+def build_claims(settings: Settings, publisher: KafkaPublisher, client: ClaimApi) -> Claims:
     mapping = load(settings)
     reader = build_reader(settings, mapping)
     ledger = Ledger(writer_connection_factory(settings.db))
@@ -120,7 +122,8 @@ def run_role(role: str, settings: Settings) -> int:
 def _run_consumer(settings: Settings, publisher: KafkaPublisher, stopper: Stopper, readiness: Readiness) -> None:
     """Run the consumer; a stalled Kafka consumer is closed and built again (a fresh join)."""
     client = OpenImisClient(settings.openhim)
-    claims = build_claims(settings, publisher, client)
+    # openIMIS gets as many requests at once as it absorbs, up to the ceiling (concurrency.py)
+    claims = build_claims(settings, publisher, PacedApi(client, AdaptiveLimit(settings.submit_concurrency)))
     lookups = ConsumerLookups(claims.reader, claims.ledger)
     try:
         while not stopper.stopped:
@@ -160,7 +163,7 @@ def _consume(
         lookups=lookups,
         sink=publisher,
         settings=settings,
-        concurrency=settings.submit_concurrency,
+        concurrency=settings.submit_concurrency + ASSEMBLING,
     )
     subscribe(raw, data_topics(settings), RebalanceListener(role.on_revoked, role.on_assigned))
     readiness.check = role.ready

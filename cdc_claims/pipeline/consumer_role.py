@@ -36,15 +36,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from cdc_claims import metrics
 from cdc_claims.capture import Position, RowChange, Transaction, TransactionBuffer, parse_record, slim, touched_by
 from cdc_claims.capture.touched import EXTRACTORS
-from cdc_claims.errors import (
-    CdcClaimsError,
-    ConsumerStalled,
-    KafkaUnavailable,
-    MalformedEvent,
-    TransientSubmitError,
-)
+from cdc_claims.errors import CdcClaimsError, ConsumerStalled, KafkaUnavailable, MalformedEvent
 from cdc_claims.log import get_logger
-from cdc_claims.pipeline.concurrency import AdaptiveLimit
 from cdc_claims.pipeline.flow import CAUSES, FlowControl, Intake, Load
 from cdc_claims.pipeline.offsets import OffsetTracker
 from cdc_claims.pipeline.ports import ConsumerSink, Lookups, Partition, Record, RecordSource, UnitRef, UnitService
@@ -106,11 +99,11 @@ class ConsumerRole:
         self._rebalanced = False
         self._revoked = False
         # Units run on worker threads (each claim waits ~0.2 s on openIMIS); the settle tracker,
-        # the offsets and Kafka stay on this thread. ``concurrency`` is the ceiling: how many run
-        # at once adapts to how openIMIS copes (``concurrency.py``).
+        # the offsets and Kafka stay on this thread. Only as many units are handed out as there
+        # are workers: the rest stay in the settle tracker, not in an executor queue. How many
+        # POSTs run at once is the claim API's business (``concurrency.PacedApi``).
+        self._concurrency = concurrency
         self._workers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="claim")
-        self.limit = AdaptiveLimit(concurrency)
-        metrics.SUBMIT_LIMIT.set(self.limit.limit)
         self._flow = FlowControl(settings.intake)
         self._intake = Intake.OPEN
         # time spent with every partition paused: transactions cannot progress then, so it must
@@ -126,7 +119,7 @@ class ConsumerRole:
         self._commit_times: dict[Unit, tuple[int | None, int]] = {}
         self._attempts: dict[Unit, int] = {}
         self._deferred: list[Transaction] = []  # waiting for the database look-ups to work again
-        self._inflight: dict[Future[object], tuple[Due, UnitRef, float]] = {}  # (..., started)
+        self._inflight: dict[Future[object], tuple[Due, UnitRef]] = {}
 
     # ------------------------------------------------------------------ rebalance
     def on_revoked(self, parts: list[Partition]) -> None:
@@ -249,7 +242,7 @@ class ConsumerRole:
                 break
             self._collect(self._clock())
         self._commit(force=True)
-        return [str(ref) for _due, ref, _started in self._inflight.values()]
+        return [str(ref) for _due, ref in self._inflight.values()]
 
     def _consume(self, record: Record, now: float) -> None:
         position = Position(record.topic, record.partition, record.offset)
@@ -374,35 +367,23 @@ class ConsumerRole:
     # ------------------------------------------------------------------ settle -> claims
     def _settle(self, now: float) -> None:
         self._collect(now)
-        free = self.limit.limit - len(self._inflight)
+        free = self._concurrency - len(self._inflight)
         for due in self.settle.due(now, limit=free) if free > 0 else ():
             committed_ms, captured_ms = self._commit_times.get(due.unit, (None, int(time.time() * 1000)))
             ref = UnitRef(due.unit.kind, due.unit.id, committed_ms, captured_ms)
             self._attempts[due.unit] = self._attempts.get(due.unit, 0) + 1
-            self._inflight[self._workers.submit(self._service.process, ref)] = (due, ref, now)
+            self._inflight[self._workers.submit(self._service.process, ref)] = (due, ref)
         self._collect(now)
 
     def _collect(self, now: float) -> None:
         """Record the outcome of every finished unit: release its offsets, or schedule a retry."""
         for future in [f for f in self._inflight if f.done()]:
-            due, ref, started = self._inflight.pop(future)
-            self._adapt(future, now - started)
+            due, ref = self._inflight.pop(future)
             if self._finished(due, ref, future, now):
                 for tag in self.settle.done(due.unit, due.token):
                     self.offsets.release(tag)
                 self._attempts.pop(due.unit, None)
                 self._commit_times.pop(due.unit, None)
-
-    def _adapt(self, future: Future[object], seconds: float) -> None:
-        """Feed the concurrency limit: a claim done, openIMIS overloaded, or neither."""
-        err = future.exception()
-        if err is None:
-            self.limit.on_success(seconds)
-        elif isinstance(err, TransientSubmitError):
-            self.limit.on_overload()
-        else:
-            self.limit.on_other()
-        metrics.SUBMIT_LIMIT.set(self.limit.limit)
 
     def _finished(self, due: Due, ref: UnitRef, future: Future[object], now: float) -> bool:
         attempt = self._attempts.get(due.unit, 1)

@@ -9,10 +9,10 @@ import pytest
 from test_consumer_role import Clock, Lookups, Sink
 from test_flow import PartitionedBroker, backlog
 
-from cdc_claims.errors import TransientSubmitError
-from cdc_claims.pipeline.concurrency import AdaptiveLimit
+from cdc_claims.errors import ClaimRefused, TransientSubmitError
+from cdc_claims.pipeline.concurrency import AdaptiveLimit, PacedApi
 from cdc_claims.pipeline.consumer_role import ConsumerRole
-from cdc_claims.pipeline.ports import UnitRef
+from cdc_claims.pipeline.ports import JsonDict, UnitRef
 from cdc_claims.settings import Settings, SettleSettings
 
 
@@ -36,23 +36,19 @@ def test_rising_latency_takes_slots_back() -> None:
     assert limit.limit >= 1
 
 
-def test_an_overload_halves_once_per_round_not_once_per_failing_slot() -> None:
+def test_one_outage_seen_by_every_slot_halves_the_limit_once() -> None:
     limit = AdaptiveLimit(8, initial=8)
+    started = limit.epoch  # eight requests in flight, all sent before the outage
     for _ in range(8):
-        limit.on_success(0.2)
-    for _ in range(8):  # the same outage seen by all eight slots
-        limit.on_overload()
+        limit.on_overload(started)
     assert limit.limit == 4
-    for _ in range(4):
-        limit.on_other()
-    limit.on_overload()
+    limit.on_overload(limit.epoch)  # a request sent after the halving fails too: still overloaded
     assert limit.limit == 2
 
 
 def test_it_never_falls_below_one_and_recovers_by_itself() -> None:
     limit = AdaptiveLimit(4, initial=4)
     for _ in range(50):
-        limit.on_other()
         limit.on_overload()
     assert limit.limit == 1, "one claim at a time still probes the payer"
     for _ in range(30):
@@ -65,9 +61,9 @@ def test_a_ceiling_below_one_is_refused() -> None:
         AdaptiveLimit(0)
 
 
-# ---------------------------------------------------------------------------- in the consumer role
+# ---------------------------------------------------------------------------- the paced claim API
 class _Payer:
-    """A claim service on real worker threads that records how many claims run at once."""
+    """openIMIS as seen through the claim API, on real threads: records requests at once."""
 
     def __init__(self, seconds: float, overloaded_calls: int = 0) -> None:
         self.seconds = seconds
@@ -75,9 +71,9 @@ class _Payer:
         self.lock = threading.Lock()
         self.running = 0
         self.most = 0
-        self.done: list[int] = []
+        self.answered = 0
 
-    def process(self, unit: UnitRef) -> None:
+    def submit_claim(self, claim: JsonDict) -> JsonDict:
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
@@ -88,51 +84,113 @@ class _Payer:
             if overloaded:
                 raise TransientSubmitError("openIMIS answered 503")
             with self.lock:
-                self.done.append(unit.id)
+                self.answered += 1
+            return {"resourceType": "ClaimResponse", "id": claim["id"]}
         finally:
             with self.lock:
                 self.running -= 1
+
+    def get_claim_response(self, code_or_uuid: str) -> JsonDict:
+        return self.submit_claim({"id": code_or_uuid})
+
+
+def _hammer(api: PacedApi, threads: int, calls: int) -> list[int]:
+    """``threads`` workers POST ``calls`` claims each, retrying 503s; returns the limit over time."""
+    seen: list[int] = []
+
+    def work(n: int) -> None:
+        for i in range(calls):
+            while True:
+                try:
+                    api.submit_claim({"id": f"{n}-{i}"})
+                    break
+                except TransientSubmitError:
+                    time.sleep(0.005)
+            seen.append(api.limit.limit)
+
+    pool = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=30)
+    return seen
+
+
+def test_openimis_never_sees_more_requests_than_the_limit_and_it_grows_to_the_ceiling() -> None:
+    payer = _Payer(seconds=0.01)
+    api = PacedApi(payer, AdaptiveLimit(6))  # starts at 3
+    _hammer(api, threads=12, calls=15)
+    assert payer.answered == 180
+    assert payer.most <= 6, "12 workers, never more than the ceiling at openIMIS"
+    assert payer.most > 3, "grew from half the ceiling while latency stayed flat"
+    assert api.limit.limit == 6 and api.in_flight == 0
+
+
+def test_503s_halve_the_requests_at_once_and_every_claim_still_goes_in() -> None:
+    payer = _Payer(seconds=0.01, overloaded_calls=20)
+    api = PacedApi(payer, AdaptiveLimit(8, initial=8))
+    seen = _hammer(api, threads=8, calls=10)
+    assert payer.answered == 80, "retried until openIMIS recovered"
+    assert min(seen) <= 2, "the overload halved the limit (from 8), more than once"
+
+
+def test_a_refusal_is_not_an_overload() -> None:
+    class Refusing:
+        def submit_claim(self, claim: JsonDict) -> JsonDict:
+            raise ClaimRefused("openIMIS refused the claim: no such insuree")
+
+        def get_claim_response(self, code_or_uuid: str) -> JsonDict:
+            raise ClaimRefused("no such claim")
+
+    api = PacedApi(Refusing(), AdaptiveLimit(4, initial=4))
+    for _ in range(10):
+        with pytest.raises(ClaimRefused):
+            api.submit_claim({"id": "x"})
+    assert api.limit.limit == 4 and api.in_flight == 0
+
+
+# ---------------------------------------------------------------------------- in the consumer role
+class _Service:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.done: list[int] = []
+
+    def process(self, unit: UnitRef) -> None:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.005)
+        with self.lock:
+            self.running -= 1
+            self.done.append(unit.id)
 
     def park(self, unit: UnitRef, reason: str, text: str) -> None:
         raise AssertionError("nothing should be parked")
 
 
-def _run(payer: _Payer, saves: int, ceiling: int) -> tuple[ConsumerRole, list[int]]:
-    broker = PartitionedBroker(backlog(saves), per_poll=10_000)
-    clock = Clock()
+def test_the_role_hands_out_no_more_units_than_it_has_workers() -> None:
+    broker = PartitionedBroker(backlog(40), per_poll=10_000)
+    service, clock = _Service(), Clock()
     r = ConsumerRole(
         consumer=broker,
-        service=payer,
+        service=service,
         lookups=Lookups(),
         sink=Sink(),
-        settings=Settings(settle=SettleSettings(settle_seconds=0), retry_max_seconds=2),
+        settings=Settings(settle=SettleSettings(settle_seconds=0)),
         clock=clock,
-        concurrency=ceiling,
-        rng=lambda: 1.0,
+        concurrency=3,
+        wall_clock=lambda: 0.0,
     )
-    limits = []
+    most_handed = 0
     for _ in range(2000):
         r.step(timeout_ms=0)
-        limits.append(r.limit.limit)
+        most_handed = max(most_handed, r.settle.in_flight_count)
         clock.now += 0.05
         time.sleep(0.002)
-        if len(payer.done) == saves:
+        if len(service.done) == 40:
             break
     r.close()
-    return r, limits
-
-
-def test_the_role_runs_no_more_claims_at_once_than_the_ceiling_and_grows_toward_it() -> None:
-    payer = _Payer(seconds=0.01)
-    r, _limits = _run(payer, saves=60, ceiling=6)
-    assert sorted(payer.done) == [100 + i for i in range(60)]
-    assert payer.most <= 6
-    assert payer.most > 3, "started at half the ceiling and grew while latency stayed flat"
-    assert r.limit.limit == 6
-
-
-def test_an_overloaded_payer_gets_fewer_claims_at_once_and_every_claim_still_goes_in() -> None:
-    payer = _Payer(seconds=0.01, overloaded_calls=12)
-    _r, limits = _run(payer, saves=30, ceiling=8)
-    assert sorted(payer.done) == [100 + i for i in range(30)], "retried until the payer recovered"
-    assert min(limits) <= 2, "the 503s halved the limit (from 4)"
+    assert sorted(service.done) == [100 + i for i in range(40)]
+    assert most_handed <= 3 and service.most <= 3, "the rest waited in the settle tracker, not in a queue"
