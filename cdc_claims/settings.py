@@ -102,12 +102,13 @@ class IntakeSettings(BaseModel):
     #: Encounters/visits waiting for their settle window or being claimed. Must exceed the
     #: encounters a hospital saves within one settle window (300 s by default), or intake pauses
     #: in normal operation (``cdc_claims_intake_paused{cause="units"}`` says so).
-    max_pending_units: int = Field(default=2000, ge=10)
-    #: Rows read whose transaction END has not been read yet (data topics ahead of the
-    #: transaction topic): the data topics pause until the ENDs catch up.
-    max_rows_waiting_for_end: int = Field(default=20000, ge=100)
-    #: Transaction ENDs read whose rows have not all arrived: the transaction topic pauses.
-    max_ends_waiting_for_rows: int = Field(default=5000, ge=100)
+    max_pending_units: int = Field(default=1000, ge=10)
+    #: Rows read from one data topic whose transaction END has not been read yet (that topic ran
+    #: ahead of the transaction topic): the topic pauses until the ENDs catch up.
+    max_rows_waiting_for_end: int = Field(default=2000, ge=100)
+    #: Transaction ENDs read whose rows have not all arrived (topics behind): the transaction
+    #: topic pauses until they catch up.
+    max_ends_waiting_for_rows: int = Field(default=1000, ge=100)
 
 
 class DeskSettings(BaseModel):

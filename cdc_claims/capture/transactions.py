@@ -116,7 +116,7 @@ class TransactionBuffer:
         self._completed: Lru[str, None] = Lru(remember_completed)
         self._expired: Lru[str, None] = Lru(remember_completed)
         # kept up to date on every change, so flow control can read them on every poll for free
-        self._rows_without_end = 0
+        self._rows_without_end: Counter[str] = Counter()  # data collection -> rows
         self._ends_without_rows = 0
 
     # -- counts, for metrics and memory bounds ------------------------------------------
@@ -131,7 +131,11 @@ class TransactionBuffer:
     @property
     def rows_waiting_for_end(self) -> int:
         """Rows of transactions whose END has not been read yet: the data topics run ahead."""
-        return self._rows_without_end
+        return self._rows_without_end.total()
+
+    def rows_waiting_for_end_by_collection(self) -> dict[str, int]:
+        """The same, per data collection (``<db>.<table>``): which topics run ahead."""
+        return {name: n for name, n in self._rows_without_end.items() if n > 0}
 
     @property
     def ends_waiting_for_rows(self) -> int:
@@ -172,7 +176,7 @@ class TransactionBuffer:
             if key not in tx.rows:
                 tx.rows[key] = row
                 if tx.end is None:
-                    self._rows_without_end += 1
+                    self._rows_without_end[row.data_collection] += 1
         return self._maybe_complete(tx)
 
     def _feed_marker(self, marker: TxMarker, now: float) -> FeedResult:
@@ -181,7 +185,7 @@ class TransactionBuffer:
         tx = self._open_tx(marker.tx_id, now)
         if tx.add_position(marker.position) and marker.status is TxStatus.END and tx.end is None:
             tx.end = marker
-            self._rows_without_end -= len(tx.rows)
+            self._rows_without_end.subtract(collection for collection, _ in tx.rows)
             self._ends_without_rows += 1
         return self._maybe_complete(tx)
 
@@ -216,6 +220,6 @@ class TransactionBuffer:
     def _close(self, tx: _Open) -> None:
         del self._open[tx.tx_id]
         if tx.end is None:
-            self._rows_without_end -= len(tx.rows)
+            self._rows_without_end.subtract(collection for collection, _ in tx.rows)
         else:
             self._ends_without_rows -= 1

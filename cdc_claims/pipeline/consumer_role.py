@@ -38,7 +38,7 @@ from cdc_claims.capture import Position, RowChange, Transaction, TransactionBuff
 from cdc_claims.capture.touched import EXTRACTORS
 from cdc_claims.errors import CdcClaimsError, ConsumerStalled, KafkaUnavailable, MalformedEvent
 from cdc_claims.log import get_logger
-from cdc_claims.pipeline.flow import CAUSES, FlowControl, Intake, Load
+from cdc_claims.pipeline.flow import CAUSES, OPEN, FlowControl, Intake, Load
 from cdc_claims.pipeline.offsets import OffsetTracker
 from cdc_claims.pipeline.ports import ConsumerSink, Lookups, Partition, Record, RecordSource, UnitRef, UnitService
 from cdc_claims.pipeline.stall import LagReport, StallDetector
@@ -105,7 +105,9 @@ class ConsumerRole:
         self._concurrency = concurrency
         self._workers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="claim")
         self._flow = FlowControl(settings.intake)
-        self._intake = Intake.OPEN
+        self._intake = OPEN
+        # data topic -> its data collection (``<db>.<table>``), for pausing the topics that run ahead
+        self._collections = {settings.kafka.table_topic(t): f"{settings.kafka.database}.{t}" for t in CAPTURED_TABLES}
         # time spent with every partition paused: transactions cannot progress then, so it must
         # not count toward their expiry (they would be handed out incomplete after the resume)
         self._closed_for = 0.0
@@ -145,7 +147,7 @@ class ConsumerRole:
             self._reset()
         if self._rebalanced:
             self._rebalanced = False
-            self._intake = Intake.OPEN  # a new assignment starts unpaused (kafka-python)
+            self._intake = OPEN  # a new assignment starts unpaused (kafka-python)
             self._consumer.seek_to_committed(self._assignment)
 
     def ready(self) -> bool | str:
@@ -199,33 +201,34 @@ class ConsumerRole:
         """Pause or resume partitions so memory stays bounded whatever the backlog (``flow.py``)."""
         load = Load(
             pending_units=self.settle.pending_count + len(self._deferred),
-            rows_waiting_for_end=self.buffer.rows_waiting_for_end,
+            rows_waiting_for_end=self.buffer.rows_waiting_for_end_by_collection(),
             ends_waiting_for_rows=self.buffer.ends_waiting_for_rows,
         )
         intake = self._flow.decide(load)
-        self.stall.intake_paused(intake is not Intake.OPEN)
-        if intake is self._intake:
+        self.stall.intake_paused(not intake.open)
+        if intake == self._intake:
             return
         now = self._clock()
-        if intake is Intake.CLOSED and self._closed_since is None:
+        if intake.closed and self._closed_since is None:
             self._closed_since = now
-        elif intake is not Intake.CLOSED and self._closed_since is not None:
+        elif not intake.closed and self._closed_since is not None:
             self._closed_for += now - self._closed_since
             self._closed_since = None
-        parts = self._consumer.assignment()
-        tx = [tp for tp in parts if tp.topic == self._tx_topic]
-        data = [tp for tp in parts if tp.topic != self._tx_topic]
-        reads = {tp: intake.reads_transactions() if tp in tx else intake.reads_data() for tp in tx + data}
+        reads = {
+            tp: intake.reads(None if tp.topic == self._tx_topic else self._collections.get(tp.topic))
+            for tp in self._consumer.assignment()
+        }
         self._consumer.pause([tp for tp, read in reads.items() if not read])
         self._consumer.resume([tp for tp, read in reads.items() if read])
-        for state, cause in CAUSES.items():
-            metrics.INTAKE_PAUSED.labels(cause=cause).set(1 if intake is state else 0)
+        causes = intake.causes()
+        for cause in CAUSES:
+            metrics.INTAKE_PAUSED.labels(cause=cause).set(1 if cause in causes else 0)
         log.info(
-            "intake_resumed" if intake is Intake.OPEN else "intake_paused",
-            intake=intake.value,
-            was=self._intake.value,
+            "intake_resumed" if intake.open else "intake_paused",
+            intake=intake.describe(),
+            was=self._intake.describe(),
             pending_units=load.pending_units,
-            rows_waiting_for_end=load.rows_waiting_for_end,
+            rows_waiting_for_end=sum(load.rows_waiting_for_end.values()),
             ends_waiting_for_rows=load.ends_waiting_for_rows,
         )
         self._intake = intake

@@ -11,29 +11,38 @@ from test_consumer_role import Clock, FakeService, Lookups, Sink
 
 from cdc_claims.capture import TransactionBuffer, parse_record
 from cdc_claims.pipeline.consumer_role import ConsumerRole
-from cdc_claims.pipeline.flow import FlowControl, Intake, Load
+from cdc_claims.pipeline.flow import FlowControl, Load
 from cdc_claims.settings import IntakeSettings, Settings, SettleSettings
 
 LIMITS = IntakeSettings(max_pending_units=10, max_rows_waiting_for_end=100, max_ends_waiting_for_rows=100)
 
 
 # ---------------------------------------------------------------------------- the decision
+OBS, ORDERS = "openmrs.obs", "openmrs.orders"
+
+
 def test_each_high_load_pauses_what_feeds_it_and_resumes_at_half() -> None:
     flow = FlowControl(LIMITS)
-    assert flow.decide(Load(9, 0, 0)) is Intake.OPEN
-    assert flow.decide(Load(10, 0, 0)) is Intake.CLOSED
-    assert flow.decide(Load(6, 0, 0)) is Intake.CLOSED, "no flapping between the marks"
-    assert flow.decide(Load(5, 0, 0)) is Intake.OPEN
-    assert flow.decide(Load(0, 100, 0)) is Intake.TRANSACTIONS_ONLY
-    assert flow.decide(Load(0, 50, 0)) is Intake.OPEN
-    assert flow.decide(Load(0, 0, 100)) is Intake.DATA_ONLY
-    assert flow.decide(Load(0, 0, 40)) is Intake.OPEN
+    assert flow.decide(Load(9, {}, 0)).open
+    assert flow.decide(Load(10, {}, 0)).closed
+    assert flow.decide(Load(6, {}, 0)).closed, "no flapping between the marks"
+    assert flow.decide(Load(5, {}, 0)).open
+    ahead = flow.decide(Load(0, {ORDERS: 100, OBS: 3}, 0))
+    assert ahead.paused_collections == {ORDERS} and not ahead.transactions_paused
+    assert ahead.reads(OBS) and not ahead.reads(ORDERS) and ahead.reads(None)
+    assert flow.decide(Load(0, {ORDERS: 50}, 0)).open
+    behind = flow.decide(Load(0, {}, 100))
+    assert behind.transactions_paused and not behind.reads(None) and behind.reads(OBS)
+    assert flow.decide(Load(0, {}, 40)).open
 
 
-def test_both_buffers_high_pauses_neither_side_and_units_win_over_buffers() -> None:
+def test_a_topic_ahead_and_the_transaction_topic_pause_together_while_the_topic_behind_reads() -> None:
     flow = FlowControl(LIMITS)
-    assert flow.decide(Load(0, 100, 100)) is Intake.OPEN, "pausing both sides could only end in expiry"
-    assert flow.decide(Load(10, 100, 100)) is Intake.CLOSED
+    both = flow.decide(Load(0, {ORDERS: 120}, 150))
+    assert both.paused_collections == {ORDERS} and both.transactions_paused
+    assert both.reads(OBS), "obs is behind: its rows complete the waiting ENDs, so nothing deadlocks"
+    assert flow.decide(Load(10, {ORDERS: 120}, 150)).closed, "units win over buffers"
+    assert both.causes() == {"rows", "ends"} and flow.decide(Load(10, {}, 0)).causes() == {"units"}
 
 
 # ---------------------------------------------------------------------------- the buffer's loads
@@ -184,14 +193,14 @@ def test_a_backlog_bigger_than_the_bound_is_held_in_kafka_then_drains_completely
     # one poll may overshoot the bound by the transactions it completed, never by the backlog
     assert peak_units < 2 * LIMITS.max_pending_units
     assert sorted(u.id for u in service.processed) == [100 + i for i in range(60)], "every Save claimed, once"
-    assert broker.left == 0 and r.intake is Intake.OPEN
+    assert broker.left == 0 and r.intake.open
     ends = [x for x in records if x.topic == TX_TOPIC]
     assert broker.committed[(TX_TOPIC, 0)] == ends[-1].offset + 1, "everything committed at the end"
 
 
 def test_data_topics_running_ahead_pause_until_the_transaction_topic_catches_up() -> None:
     records = backlog(40)
-    # the transaction topic is slow: one record per poll, data partitions up to 40
+    # the transaction topic is slow: one record per step, data partitions up to 40 per poll
     broker = PartitionedBroker(records, per_poll=40)
     tx = TP(TX_TOPIC, 0)
     limits = IntakeSettings(max_pending_units=1000, max_rows_waiting_for_end=100, max_ends_waiting_for_rows=100)
@@ -204,13 +213,13 @@ def test_data_topics_running_ahead_pause_until_the_transaction_topic_catches_up(
             broker.append(slow.popleft())
         r.step()
         r.drain()
-        peak_rows = max(peak_rows, r.buffer.rows_waiting_for_end)
+        peak_rows = max(peak_rows, *r.buffer.rows_waiting_for_end_by_collection().values(), 0)
         clock.now += 0.5
         if not broker.left and not slow and not r.settle.pending_count:
             break
-    assert peak_rows < 100 + 5 * 40, "rows stop piling up soon after the mark"
+    assert peak_rows <= 100 + 40, "no topic runs further ahead than its mark and one poll"
     assert sorted(u.id for u in service.processed) == [100 + i for i in range(40)]
-    assert r.intake is Intake.OPEN
+    assert r.intake.open
 
 
 def test_a_paused_intake_is_not_a_stalled_consumer() -> None:
@@ -220,9 +229,9 @@ def test_a_paused_intake_is_not_a_stalled_consumer() -> None:
     r.on_assigned(list(broker.logs))
     for _ in range(10):
         r.step()  # the first takes the assignment
-        if r.intake is Intake.CLOSED:
+        if r.intake.closed:
             break
-    assert r.intake is Intake.CLOSED and r.buffer.open_count, "ENDs read, their rows held back in Kafka"
+    assert r.intake.closed and r.buffer.open_count, "ENDs read, their rows held back in Kafka"
     open_before = r.buffer.open_count
     for _ in range(10):
         clock.now += 30
