@@ -93,3 +93,12 @@ def missing_original(entry: LedgerEntry, history: Sequence[ClaimRecord]) -> Clai
         created_at=entry.created_at,
         updated_at=entry.updated_at,
     )
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a unit's submit lease after an attempt to take it, and the unit's row as read in
+    the same transaction (so the holder needs no second read before it works on the unit)."""
+
+    holder: str | None
+    entry: LedgerEntry | None

@@ -21,7 +21,7 @@ import pymysql
 
 from cdc_claims.db import ConnFactory, placeholders, transaction
 from cdc_claims.errors import WriteBackError
-from cdc_claims.ledger.model import ActionRecord, ClaimRecord, LedgerEntry
+from cdc_claims.ledger.model import ActionRecord, ClaimRecord, Lease, LedgerEntry
 from cdc_claims.lifecycle import State
 from cdc_claims.settings import UnitKind
 
@@ -45,6 +45,7 @@ _COLUMNS = (
     "draft_json",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)}, created_at, updated_at FROM {TABLE}"  # noqa: S608 - constants only
+_SELECT_LEASED = f"SELECT {', '.join(_COLUMNS)}, created_at, updated_at, lease_owner FROM {TABLE}"  # noqa: S608
 
 
 CLAIMS_TABLE = "cdc_claims_claim"
@@ -66,6 +67,11 @@ _CLAIM_COLUMNS = (
     "rejected_lines",
 )
 _CLAIM_SELECT = f"SELECT {', '.join(_CLAIM_COLUMNS)}, created_at, updated_at FROM {CLAIMS_TABLE}"  # noqa: S608
+_CLAIM_UPSERT = (
+    f"INSERT INTO {CLAIMS_TABLE} ({', '.join(_CLAIM_COLUMNS)}) VALUES ({placeholders(len(_CLAIM_COLUMNS))})"  # noqa: S608
+    f" ON DUPLICATE KEY UPDATE {', '.join(f'{c} = VALUES({c})' for c in _CLAIM_COLUMNS[1:])},"
+    " updated_at = CURRENT_TIMESTAMP(6)"
+)
 
 
 ACTIONS_TABLE = "cdc_claims_action"
@@ -221,11 +227,13 @@ class Ledger:
     def get_by_code(self, code: str) -> LedgerEntry | None:
         return self._one(f"{_SELECT} WHERE claim_code = %s", (code,))
 
-    def upsert(self, entry: LedgerEntry) -> LedgerEntry:
+    def upsert(self, entry: LedgerEntry, *, history: ClaimRecord | None = None) -> LedgerEntry:
         """Insert or replace the row of ``(unit_kind, unit_uuid)``; return it as stored.
 
         ``created_at`` is kept from the first insert; ``updated_at`` moves on every change.
-        A claim code already used by another unit raises :class:`WriteBackError`.
+        A claim code already used by another unit raises :class:`WriteBackError`. ``history``:
+        the claim's history row, written in the same transaction (one commit per claim less, and
+        the two can never disagree after a crash).
         """
         marks = placeholders(len(_COLUMNS))
         updates = ", ".join(f"{c} = VALUES({c})" for c in _COLUMNS[2:])
@@ -235,6 +243,8 @@ class Ledger:
         )
         try:
             with transaction(self._connect) as cur:
+                if history is not None:
+                    cur.execute(_CLAIM_UPSERT, _claim_values(history))
                 cur.execute(sql, _entry_values(entry))
                 cur.execute(f"{_SELECT} WHERE unit_kind = %s AND unit_uuid = %s", (entry.unit_kind, entry.unit_uuid))
                 row = cur.fetchone()
@@ -246,8 +256,9 @@ class Ledger:
 
     def acquire_lease(
         self, unit_kind: UnitKind, unit_uuid: str, owner: str, seconds: float, *, steal_from: str | None = None
-    ) -> str | None:
-        """Claim the unit for ``seconds`` by compare-and-set; returns who holds it afterwards.
+    ) -> Lease:
+        """Claim the unit for ``seconds`` by compare-and-set; returns who holds it afterwards,
+        with the unit's row read in the same transaction.
 
         One statement, so two sidecars racing for the same unit cannot both win: the row (made
         here in state ``detected`` if the unit is new) changes owner only when it has none, when
@@ -268,13 +279,15 @@ class Ledger:
             with transaction(self._connect) as cur:
                 cur.execute(sql, (unit_kind, unit_uuid, State.DETECTED.value, owner, micros, steal_from or ""))
                 cur.execute(
-                    f"SELECT lease_owner FROM {TABLE} WHERE unit_kind = %s AND unit_uuid = %s",  # noqa: S608
+                    f"{_SELECT_LEASED} WHERE unit_kind = %s AND unit_uuid = %s",
                     (unit_kind, unit_uuid),
                 )
                 row = cur.fetchone()
         except pymysql.MySQLError as err:
             raise WriteBackError(f"ledger lease {unit_kind}/{unit_uuid}: {err}") from err
-        return None if row is None else row["lease_owner"]
+        if row is None:  # pragma: no cover - the INSERT above made it
+            return Lease(None, None)
+        return Lease(row["lease_owner"], _row_to_entry(row))
 
     def release_lease(self, unit_kind: UnitKind, unit_uuid: str, owner: str) -> None:
         """Give the lease back (only if ``owner`` still holds it)."""
@@ -322,15 +335,9 @@ class Ledger:
 
     def upsert_claim(self, record: ClaimRecord) -> ClaimRecord:
         """Insert or replace the history row of ``record.claim_code``."""
-        marks = placeholders(len(_CLAIM_COLUMNS))
-        updates = ", ".join(f"{c} = VALUES({c})" for c in _CLAIM_COLUMNS[1:])
-        sql = (
-            f"INSERT INTO {CLAIMS_TABLE} ({', '.join(_CLAIM_COLUMNS)}) VALUES ({marks})"  # noqa: S608
-            f" ON DUPLICATE KEY UPDATE {updates}, updated_at = CURRENT_TIMESTAMP(6)"
-        )
         try:
             with transaction(self._connect) as cur:
-                cur.execute(sql, _claim_values(record))
+                cur.execute(_CLAIM_UPSERT, _claim_values(record))
         except pymysql.MySQLError as err:
             raise WriteBackError(f"claim history upsert {record.claim_code}: {err}") from err
         return record

@@ -148,17 +148,20 @@ class ClaimService:
         and finds the claim done when it tries again.
         """
         ctx = self._reader.read(unit.kind, unit.id)
-        holder = self._ledger.acquire_lease(ctx.unit_kind, ctx.unit_uuid, self._owner, self._lease_seconds)
+        lease = self._ledger.acquire_lease(ctx.unit_kind, ctx.unit_uuid, self._owner, self._lease_seconds)
+        holder = lease.holder
         if holder != self._owner and holder is not None and self._holder_dead(holder):
             # the holder crashed on this very host (a restarted container): no need to wait it out
-            holder = self._ledger.acquire_lease(
+            lease = self._ledger.acquire_lease(
                 ctx.unit_kind, ctx.unit_uuid, self._owner, self._lease_seconds, steal_from=holder
             )
+            holder = lease.holder
         if holder != self._owner:
             self._count.lease_conflicts.inc()
             raise LeaseHeld(f"{ctx.unit_kind} {ctx.unit_uuid} is being submitted by another sidecar")
         try:
-            return self._process(unit, ctx, resubmit=resubmit or force, force=force)
+            # the row as read under the lease: nobody else changes it while we hold it
+            return self._process(unit, ctx, lease.entry, resubmit=resubmit or force, force=force)
         finally:
             try:
                 self._ledger.release_lease(ctx.unit_kind, ctx.unit_uuid, self._owner)
@@ -193,8 +196,15 @@ class ClaimService:
             )
         )
 
-    def _process(self, unit: UnitRef, ctx: ClaimContext, *, resubmit: bool = False, force: bool = False) -> UnitResult:
-        entry = self._ledger.get(ctx.unit_kind, ctx.unit_uuid)
+    def _process(
+        self,
+        unit: UnitRef,
+        ctx: ClaimContext,
+        entry: LedgerEntry | None,
+        *,
+        resubmit: bool = False,
+        force: bool = False,
+    ) -> UnitResult:
         state = entry.state if entry is not None else State.DETECTED
         revision = entry.revision if entry is not None else 0
         bound = log.bind(unit=str(unit), unit_uuid=ctx.unit_uuid)
@@ -628,25 +638,24 @@ class ClaimService:
     def _store_original(self, entry: LedgerEntry, rejected: tuple[str, ...] = ()) -> LedgerEntry:
         """The unit's ledger row, and, once openIMIS holds the original claim, its history row
         (what the poller follows and the diff compares with). The write-ahead ``submitting`` state
-        lives on the ledger row alone: one transaction less per claim."""
+        lives on the ledger row alone; the history row goes in the ledger row's transaction."""
+        history: ClaimRecord | None = None
         if entry.claim_code and entry.state in SUBMITTED_STATES and entry.state is not State.SUBMITTING:
-            self._ledger.upsert_claim(
-                ClaimRecord(
-                    claim_code=entry.claim_code,
-                    unit_kind=entry.unit_kind,
-                    unit_uuid=entry.unit_uuid,
-                    kind="original",
-                    state=entry.state,
-                    seq=entry.revision,
-                    content_hash=entry.content_hash,
-                    draft_json=entry.draft_json,
-                    openimis_claim_uuid=entry.openimis_claim_uuid,
-                    reason=entry.reason,
-                    detail=entry.detail,
-                    rejected_lines=rejected,
-                )
+            history = ClaimRecord(
+                claim_code=entry.claim_code,
+                unit_kind=entry.unit_kind,
+                unit_uuid=entry.unit_uuid,
+                kind="original",
+                state=entry.state,
+                seq=entry.revision,
+                content_hash=entry.content_hash,
+                draft_json=entry.draft_json,
+                openimis_claim_uuid=entry.openimis_claim_uuid,
+                reason=entry.reason,
+                detail=entry.detail,
+                rejected_lines=rejected,
             )
-        return self._ledger.upsert(entry)
+        return self._ledger.upsert(entry, history=history)
 
     # ------------------------------------------------------------------ notices and counts
     def _notice(self, ctx: ClaimContext, code: str | None, reason: str, detail: str, kind: str) -> dict[str, Any]:

@@ -193,17 +193,17 @@ def test_a_lease_keeps_a_second_sidecar_from_posting_a_unit_another_one_is_submi
 
     ledger_ = Ledger(writer_connection_factory(credentials.database(full_stack.stack.ports)))
     unit = f"lease-{time.time_ns()}"
-    assert ledger_.acquire_lease("encounter", unit, "pod-a", 30) == "pod-a"
-    assert ledger_.acquire_lease("encounter", unit, "pod-b", 30) == "pod-a"  # a is submitting
-    assert ledger_.acquire_lease("encounter", unit, "pod-a", 30) == "pod-a"  # re-entrant for its holder
+    assert ledger_.acquire_lease("encounter", unit, "pod-a", 30).holder == "pod-a"
+    assert ledger_.acquire_lease("encounter", unit, "pod-b", 30).holder == "pod-a"  # a is submitting
+    assert ledger_.acquire_lease("encounter", unit, "pod-a", 30).holder == "pod-a"  # re-entrant for its holder
     ledger_.release_lease("encounter", unit, "pod-b")  # not b's to release
-    assert ledger_.acquire_lease("encounter", unit, "pod-b", 30) == "pod-a"
+    assert ledger_.acquire_lease("encounter", unit, "pod-b", 30).holder == "pod-a"
     ledger_.release_lease("encounter", unit, "pod-a")
-    assert ledger_.acquire_lease("encounter", unit, "pod-b", 0.2) == "pod-b"
+    assert ledger_.acquire_lease("encounter", unit, "pod-b", 0.2).holder == "pod-b"
     time.sleep(0.5)  # b crashed: its lease expires
-    assert ledger_.acquire_lease("encounter", unit, "pod-a", 30) == "pod-a"
-    assert ledger_.acquire_lease("encounter", unit, "pod-c", 30, steal_from="pod-x") == "pod-a"
-    assert ledger_.acquire_lease("encounter", unit, "pod-c", 30, steal_from="pod-a") == "pod-c"  # a is dead
+    assert ledger_.acquire_lease("encounter", unit, "pod-a", 30).holder == "pod-a"
+    assert ledger_.acquire_lease("encounter", unit, "pod-c", 30, steal_from="pod-x").holder == "pod-a"
+    assert ledger_.acquire_lease("encounter", unit, "pod-c", 30, steal_from="pod-a").holder == "pod-c"  # a is dead
     entry = ledger_.get("encounter", unit)
     assert entry is not None and entry.state.value == "detected"
 

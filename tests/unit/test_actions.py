@@ -15,7 +15,7 @@ from cdc_claims import commands
 from cdc_claims.actions import ActionLedger, LiveActions, Processor, Refresher, UnitIds
 from cdc_claims.desk.actions import ActionResult, DeskActions
 from cdc_claims.errors import ConfigError, LeaseHeld, SourceUnavailable, WriteBackError
-from cdc_claims.ledger.model import ActionRecord, ClaimRecord, LedgerEntry
+from cdc_claims.ledger.model import ActionRecord, ClaimRecord, Lease, LedgerEntry
 from cdc_claims.lifecycle import State
 from cdc_claims.pipeline.claim_service import Outcome, UnitResult
 from cdc_claims.pipeline.ports import Publisher, UnitRef
@@ -75,12 +75,12 @@ class World:
     def actions_for(self, target: str, *, limit: int = 100) -> list[ActionRecord]:
         return [a for a in reversed(self.audit) if a.target == target][:limit]
 
-    def upsert(self, entry: LedgerEntry) -> LedgerEntry:
+    def upsert(self, entry: LedgerEntry, *, history: ClaimRecord | None = None) -> LedgerEntry:
         raise AssertionError("the actions write unit rows only through the claim service")
 
     def acquire_lease(
         self, unit_kind: UnitKind, unit_uuid: str, owner: str, seconds: float, *, steal_from: str | None = None
-    ) -> str | None:
+    ) -> Lease:
         raise AssertionError("leases are the claim service's")
 
     def release_lease(self, unit_kind: UnitKind, unit_uuid: str, owner: str) -> None:

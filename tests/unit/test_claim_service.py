@@ -29,7 +29,7 @@ from cdc_claims.errors import (
     TransientSubmitError,
     UnknownClaimStatus,
 )
-from cdc_claims.ledger.model import ClaimRecord, LedgerEntry
+from cdc_claims.ledger.model import ClaimRecord, Lease, LedgerEntry
 from cdc_claims.lifecycle import State
 from cdc_claims.metrics import claim_metrics
 from cdc_claims.pipeline.claim_service import ClaimService
@@ -167,18 +167,20 @@ class World:
     def get(self, unit_kind: str, unit_uuid: str) -> LedgerEntry | None:
         return self.ledger.get((unit_kind, unit_uuid))
 
-    def upsert(self, entry: LedgerEntry) -> LedgerEntry:
+    def upsert(self, entry: LedgerEntry, *, history: ClaimRecord | None = None) -> LedgerEntry:
+        if history is not None:
+            self.upsert_claim(history)
         self.ledger[(entry.unit_kind, entry.unit_uuid)] = entry
         self.history.append(("ledger", entry.state.value))
         return entry
 
     def acquire_lease(
         self, unit_kind: str, unit_uuid: str, owner: str, seconds: float, *, steal_from: str | None = None
-    ) -> str | None:
+    ) -> Lease:
         key = (unit_kind, unit_uuid)
         if steal_from is not None and self.leases.get(key) == steal_from:
             self.leases[key] = owner
-        return self.leases.setdefault(key, owner)
+        return Lease(self.leases.setdefault(key, owner), self.ledger.get(key))
 
     def release_lease(self, unit_kind: str, unit_uuid: str, owner: str) -> None:
         if self.leases.get((unit_kind, unit_uuid)) == owner:
