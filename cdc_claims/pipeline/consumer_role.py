@@ -147,7 +147,11 @@ class ConsumerRole:
             self._reset()
         if self._rebalanced:
             self._rebalanced = False
-            self._intake = OPEN  # a new assignment starts unpaused (kafka-python)
+            # kafka-python keeps the paused flag of the partitions a rebalance leaves us: start the
+            # new assignment from a known state (everything read) and let _regulate decide again
+            self._consumer.resume(self._assignment)
+            self._flow = FlowControl(self._settings.intake)
+            self._set_intake(OPEN, self._clock())
             self._consumer.seek_to_committed(self._assignment)
 
     def ready(self) -> bool | str:
@@ -208,12 +212,6 @@ class ConsumerRole:
         self.stall.intake_paused(not intake.open)
         if intake == self._intake:
             return
-        now = self._clock()
-        if intake.closed and self._closed_since is None:
-            self._closed_since = now
-        elif not intake.closed and self._closed_since is not None:
-            self._closed_for += now - self._closed_since
-            self._closed_since = None
         reads = {
             tp: intake.reads(None if tp.topic == self._tx_topic else self._collections.get(tp.topic))
             for tp in self._consumer.assignment()
@@ -231,6 +229,15 @@ class ConsumerRole:
             rows_waiting_for_end=sum(load.rows_waiting_for_end.values()),
             ends_waiting_for_rows=load.ends_waiting_for_rows,
         )
+        self._set_intake(intake, self._clock())
+
+    def _set_intake(self, intake: Intake, now: float) -> None:
+        """Note what is being read, and keep the closed time out of the buffer's clock."""
+        if intake.closed and self._closed_since is None:
+            self._closed_since = now
+        elif not intake.closed and self._closed_since is not None:
+            self._closed_for += now - self._closed_since
+            self._closed_since = None
         self._intake = intake
 
     def drain(self, timeout: float = 60.0) -> list[str]:

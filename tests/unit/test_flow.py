@@ -247,3 +247,29 @@ def test_parse_record_is_what_the_broker_hands_out() -> None:
     assert parse_record(
         record.topic, record.partition, record.offset, record.key, record.value, transaction_topic=TX_TOPIC
     )
+
+
+def test_a_rebalance_starts_from_every_partition_read_even_though_kafka_python_keeps_pauses() -> None:
+    # kafka-python 3 keeps the paused flag of partitions a rebalance leaves with the member
+    records = backlog(30)
+    broker = PartitionedBroker(records, per_poll=50)
+    r, _service, clock = role_over(broker, settle=3600, limits=LIMITS)
+    r.on_assigned(list(broker.logs))
+    for _ in range(10):
+        r.step()
+        if r.intake.closed:
+            break
+    assert r.intake.closed and broker.paused == set(broker.logs)
+    r.on_revoked(list(broker.logs))  # the same partitions come back: their pause is kept
+    r.on_assigned(list(broker.logs))
+    r.step()
+    assert broker.paused == set(), "resumed: the role forgot its units, so nothing holds intake"
+    for _ in range(10):
+        clock.now += 1
+        r.step()
+        expected = {
+            tp
+            for tp in broker.logs
+            if not r.intake.reads(None if tp.topic == TX_TOPIC else "openmrs." + tp.topic.rsplit(".", 1)[-1])
+        }
+        assert broker.paused == expected, "what kafka-python pauses is what the role believes"
