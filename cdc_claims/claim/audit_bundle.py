@@ -48,15 +48,24 @@ PROCEDURE_KINDS = frozenset({"procedure", "procedure_obs"})
 
 
 def render_audit_bundle(
-    ctx: ClaimContext, draft: ClaimDraft, claim: dict[str, Any], *, source_tz: tzinfo = UTC
+    ctx: ClaimContext,
+    draft: ClaimDraft,
+    claim: dict[str, Any],
+    *,
+    source_tz: tzinfo = UTC,
+    claim_model: Any = None,
 ) -> dict[str, Any]:
     """The audit Bundle for ``claim`` (the output of :func:`render_claim` for ``draft``).
+
+    ``claim_model``: ``claim`` as already validated (:func:`render_validated_claim`), so it is
+    not validated twice per claim (about 4 % of the consumer's CPU).
 
     Raises :class:`~cdc_claims.claim._fhir.ClaimRenderError` when ``ctx``, ``draft`` and
     ``claim`` do not describe the same submission, or when the Bundle is not valid FHIR.
     """
     _check_same_submission(ctx, draft, claim)
-    claim_model = validate_claim(claim)
+    if claim_model is None:
+        claim_model = validate_claim(claim)
     tz = _Clock(source_tz)
     patient_ref = f"Patient/{ctx.patient.uuid}"
     resources: list[dict[str, Any]] = [

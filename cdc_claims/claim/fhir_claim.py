@@ -70,6 +70,11 @@ def claim_diagnoses(draft: ClaimDraft) -> tuple[ClaimDiagnosis, ...]:
 
 
 def render_claim(draft: ClaimDraft, *, currency: str | None = None) -> dict[str, Any]:
+    """The FHIR Claim for ``draft``, validated, as a JSON-able dict (see :func:`render_validated_claim`)."""
+    return render_validated_claim(draft, currency=currency)[0]
+
+
+def render_validated_claim(draft: ClaimDraft, *, currency: str | None = None) -> tuple[dict[str, Any], Any]:
     """The FHIR Claim for ``draft``, validated, as a JSON-able dict.
 
     ``currency`` is optional because openIMIS ignores it; when given it is put on every
@@ -119,8 +124,7 @@ def render_claim(draft: ClaimDraft, *, currency: str | None = None) -> dict[str,
                 "valueString": draft.explanation,
             }
         ]
-    validate_claim(claim)
-    return claim
+    return claim, validate_claim(claim)
 
 
 def _identifier(type_code: str, value: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from cdc_claims.assemble.model import (
     Provider,
     Visit,
 )
-from cdc_claims.claim import ClaimRenderError, render_audit_bundle, render_claim
+from cdc_claims.claim import ClaimRenderError, FhirRenderer, render_audit_bundle, render_claim
 
 PATIENT_UUID = "0f5c0b2a-1a2b-4c3d-8e9f-000000000001"
 VISIT_UUID = "0f5c0b2a-1a2b-4c3d-8e9f-000000000002"
@@ -259,3 +259,14 @@ def test_empty_strings_are_dropped_not_emitted() -> None:
     bundle = render_audit_bundle(blank, d, render_claim(d))
     visit = next(e for e in resources(bundle, "Encounter") if e["id"] == VISIT_UUID)
     assert visit["type"] == [{"coding": [{"code": "visit-type-opd"}]}]
+
+
+def test_the_renderer_reuses_the_validated_claim_and_still_validates_one_it_did_not_render() -> None:
+    renderer = FhirRenderer()
+    ctx, draft = context(), claim_draft()
+    claim = renderer.claim(draft)
+    assert renderer.audit_bundle(ctx, draft, claim) == render_audit_bundle(ctx, draft, render_claim(draft))
+    foreign = copy.deepcopy(claim)
+    foreign["item"][0]["quantity"] = {"value": "many"}  # not a FHIR Quantity
+    with pytest.raises(ClaimRenderError):
+        renderer.audit_bundle(ctx, draft, foreign)
