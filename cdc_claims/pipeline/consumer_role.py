@@ -448,10 +448,7 @@ class ConsumerRole:
             except KafkaUnavailable as err:
                 # broker restart or rebalance: nothing is lost, the same offsets go next time
                 log.warning("commit_failed", error=str(err)[:300])
-                if "RebalanceInProgress" in str(err):
-                    self.stall.rebalancing(now)
                 return
-            self.stall.committed()
             self.offsets.mark_committed(offsets)
 
     def close(self) -> None:

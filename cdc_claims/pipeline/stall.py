@@ -10,10 +10,6 @@ turns" reports such a consumer ready forever. This detector looks at what matter
   does not show a stable group in which
   this member could be a standby: ``no_assignment`` (a standby of a rolling update is ready to
   take over, and only rebuilt if the group has lag for five times as long);
-* a rebalance that does not end: a commit was refused with ``RebalanceInProgress`` and no new
-  assignment came within half a minute (kafka-python 3 can lose its coordinator in a rebalance
-  that starts right after the first join, and then waits for it forever; seen on most restarts of
-  the fault benchmark): ``rebalance_stuck``;
 * lag on its own partitions and no record arriving, for ``stall_seconds``: ``no_progress``
   (not while flow control has paused intake on purpose: that lag is a backlog held in Kafka).
 
@@ -43,22 +39,11 @@ class StallDetector:
     _unstable_since: float | None = None
     _standby: bool = False
     _paused: bool = False
-    _rebalancing_since: float | None = None
 
     def __post_init__(self) -> None:
         self._unassigned_since = self.started
 
-    def rebalancing(self, now: float) -> None:
-        """A commit was refused because the group is rebalancing."""
-        if self._rebalancing_since is None:
-            self._rebalancing_since = now
-
-    def committed(self) -> None:
-        """A commit went through: the group is not stuck in a rebalance."""
-        self._rebalancing_since = None
-
     def assigned(self, now: float, count: int) -> None:
-        self._rebalancing_since = None
         if count:
             self._assigned_since, self._unassigned_since = now, None
             self._lag_since = None
@@ -102,8 +87,6 @@ class StallDetector:
             if (unstable and idle >= join) or (self._group_lag and idle >= 5 * self.stall_seconds):
                 return "no_assignment"
             return None
-        if self._rebalancing_since is not None and now - self._rebalancing_since >= min(self.stall_seconds, 30.0):
-            return "rebalance_stuck"
         if self._lag_since is not None and now - self._lag_since >= self.stall_seconds:
             return "no_progress"
         return None

@@ -371,43 +371,6 @@ def test_an_assigned_consumer_whose_position_does_not_move_is_stalled() -> None:
     assert r.ready() == "no progress"
 
 
-def test_a_rebalance_that_never_ends_is_a_stall_after_half_a_minute() -> None:
-    """kafka-python 3 can lose its coordinator in a rebalance right after the first join: every
-    commit is refused with RebalanceInProgress, no assignment comes, nothing is read."""
-    r, consumer, _service, _, clock = role()
-    r.on_assigned([TP(TX_TOPIC, 0)])
-    r.step()
-    consumer.queue = bahmni_save(FakeConnector()).in_order()
-    consumer.commit_error = KafkaUnavailable("kafka commit: RebalanceInProgressError: [Error 27]")
-    r.step()
-    r.drain()  # the claim is done, its commit refused
-    clock.now += 20
-    r.observe_lag({(TX_TOPIC, 0): (0, True)})
-    assert r.ready() is True, "a rebalance may take a while"
-    clock.now += 11
-    with pytest.raises(ConsumerStalled) as stalled:
-        r.observe_lag({(TX_TOPIC, 0): (0, True)})
-    assert stalled.value.cause == "rebalance_stuck"
-
-
-def test_a_rebalance_that_ends_is_not_a_stall() -> None:
-    r, consumer, _service, _, clock = role()
-    r.on_assigned([TP(TX_TOPIC, 0)])
-    r.step()
-    consumer.queue = bahmni_save(FakeConnector()).in_order()
-    consumer.commit_error = KafkaUnavailable("kafka commit: RebalanceInProgressError: [Error 27]")
-    r.step()
-    r.drain()
-    clock.now += 10
-    r.on_assigned([TP(TX_TOPIC, 0)])  # the rebalance completed
-    consumer.commit_error = None
-    for _ in range(5):
-        clock.now += 30
-        r.step()
-        r.observe_lag({(TX_TOPIC, 0): (0, True)})
-    assert r.ready() is True
-
-
 def test_an_idle_assigned_consumer_is_ready_and_not_stalled() -> None:
     r, _consumer, _service, _, clock = role()
     r.on_assigned([TP(TX_TOPIC, 0)])
