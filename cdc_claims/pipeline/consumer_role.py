@@ -52,8 +52,6 @@ log = get_logger(__name__)
 CAPTURED_TABLES = tuple(EXTRACTORS)
 #: tries of a unit that fails with an unexpected (non-retriable) error before it is parked
 MAX_UNIT_ATTEMPTS = 8
-#: longest wait, after partitions were revoked, for the units in flight before they are abandoned
-REVOKE_WAIT = 30.0
 
 
 def backoff(attempt: int, cap: float, rng: Callable[[], float] = random.random) -> float:
@@ -100,7 +98,6 @@ class ConsumerRole:
         self._assignment: list[Partition] = []
         self._rebalanced = False
         self._revoked = False
-        self._revoked_at: float | None = None
         # Units run on worker threads (each claim waits ~0.2 s on openIMIS); the settle tracker,
         # the offsets and Kafka stay on this thread. Only as many units are handed out as there
         # are workers: the rest stay in the settle tracker, not in an executor queue. How many
@@ -141,23 +138,10 @@ class ConsumerRole:
     def _after_rebalance(self) -> None:
         """Finish (or abandon) the units in flight, commit what is durable, forget the rest and
         rewind to the committed offsets. A unit still running keeps its submit lease, so the
-        next owner of the partitions waits for it instead of POSTing it a second time.
-
-        The wait does not block: while units are still running, each step only polls (so
-        kafka-python can complete the rebalance it started: a main thread that stops polling in
-        the middle of one left it waiting for its coordinator, and the consumer rebuilt itself
-        after a minute on most starts), drops what the poll returned (it is read again after the
-        rewind) and hands out nothing, for ``REVOKE_WAIT`` seconds at most."""
-        now = self._clock()
+        next owner of the partitions waits for it instead of POSTing it a second time."""
         if self._revoked:
-            self._collect(now)
-            if self._revoked_at is None:
-                self._revoked_at = now
-            if self._inflight and now - self._revoked_at < REVOKE_WAIT:
-                return  # poll again; finish the revoke when the units are done
-            self._revoked, self._revoked_at = False, None
-            self._commit(force=True)
-            abandoned = [str(ref) for _due, ref in self._inflight.values()]
+            self._revoked = False
+            abandoned = self.drain(timeout=30.0)
             if abandoned:
                 log.warning("units_abandoned_at_rebalance", units=abandoned)
             self._reset()
@@ -167,7 +151,7 @@ class ConsumerRole:
             # new assignment from a known state (everything read) and let _regulate decide again
             self._consumer.resume(self._assignment)
             self._flow = FlowControl(self._settings.intake)
-            self._set_intake(OPEN, now)
+            self._set_intake(OPEN, self._clock())
             self._consumer.seek_to_committed(self._assignment)
 
     def ready(self) -> bool | str:
