@@ -36,11 +36,8 @@ from cdc_claims import metrics
 from cdc_claims.errors import TransientSubmitError
 from cdc_claims.pipeline.ports import ClaimApi, JsonDict
 
-#: workers beyond the POST ceiling: units being read, built and recorded while others POST.
-#: A claim's own work (database reads, ledger rows, Kafka flushes) takes about as long as its
-#: POST on a shared box, so the POST slots stay busy only with that many more workers
-#: (``bench/drain_ratio.py``: 0.73 with 2, 0.90 with 6, same openIMIS).
-ASSEMBLING = 6
+#: workers beyond the POST ceiling: units being read, built and recorded while others POST
+ASSEMBLING = 2
 
 
 class AdaptiveLimit:
