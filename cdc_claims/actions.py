@@ -124,7 +124,8 @@ class LiveWiring:
             if self._claims is None:
                 from cdc_claims import roles
 
-                self._claims = roles.build_claims(self._settings, self.publisher(), self._client())
+                # an operator re-runs after a fix: ask openIMIS about the insuree afresh each time
+                self._claims = roles.build_claims(self._settings, self.publisher(), self._client(), fresh_policies=True)
             return self._claims
 
     def processor(self) -> Processor:
@@ -153,8 +154,10 @@ class LiveWiring:
 
     def close(self) -> None:
         with self._lock:
-            api, publisher = self._api, self._publisher
+            api, publisher, claims = self._api, self._publisher, self._claims
             self._api = self._publisher = self._claims = self._poller = None
+        if claims is not None:
+            claims.close()
         if api is not None:
             api.close()
         if publisher is not None:

@@ -3,7 +3,7 @@
     cdc-claims run consumer|writer|poller   long-running roles (what the Helm chart deploys)
     cdc-claims run desk                     the claims desk: billing staff's web app
     cdc-claims desk-user NAME               a users-file line for NAME (password from stdin)
-    cdc-claims check-mapping                what the database uses that the mapping lacks
+    cdc-claims check-mapping [--openimis]   what the database uses that the mapping lacks (and openIMIS disagrees with)
     cdc-claims rerun-held [--reason R]      re-run held/failed claims once the cause is fixed
     cdc-claims backfill --since D [--until D] [--facility F] [--dry-run]
                                             claim units of a date range that have no claim yet
@@ -45,7 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a long-running role")
     run.add_argument("role", choices=["consumer", "writer", "poller", "desk"])
 
-    sub.add_parser("check-mapping", help="list concepts, drugs, locations and ICD codes the mapping lacks")
+    check = sub.add_parser("check-mapping", help="list concepts, drugs, locations and ICD codes the mapping lacks")
+    check.add_argument(
+        "--openimis",
+        action="store_true",
+        help="also compare every entry with the live openIMIS: codes, uuids, pricelists, prices (CDC_CLAIMS_PAYER__*)",
+    )
 
     rerun = sub.add_parser("rerun-held", help="re-run held or failed claims")
     rerun.add_argument("--reason", help="only claims held for this reason (see errors.HELD_REASONS)")
@@ -108,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cdc_claims import commands
 
         if args.command == "check-mapping":
-            return commands.check_mapping(settings)
+            return commands.check_mapping(settings, openimis=args.openimis)
         if args.command == "rerun-held":
             return commands.rerun_held(settings, reason=args.reason, unit_uuid=args.unit, by=args.by)
         if args.command == "backfill":

@@ -1,6 +1,7 @@
 """The one-shot operator commands: what billing staff or an operator run after fixing a cause.
 
     cdc-claims check-mapping          what the database uses that the mapping lacks
+                      --openimis      and what of the mapping disagrees with the live openIMIS
     cdc-claims rerun-held             held and failed units through the claim service again
     cdc-claims backfill --since D     claim what has no claim yet in a date range (history, long outage)
     cdc-claims resubmit --unit U      corrected lines openIMIS rejected, as a replacement claim
@@ -25,8 +26,10 @@ from cdc_claims.actions import LiveActions
 from cdc_claims.db import reader_connection_factory
 from cdc_claims.desk.actions import ActionResult
 from cdc_claims.desk.auth import user_line
+from cdc_claims.errors import CdcClaimsError, ConfigError
+from cdc_claims.mapping.check import Report, render_text
 from cdc_claims.mapping.check import check_mapping as run_check
-from cdc_claims.mapping.check import render_text
+from cdc_claims.payer.compare import compare
 from cdc_claims.settings import Settings
 
 
@@ -49,7 +52,10 @@ def _done(result: ActionResult) -> int:
     return 0 if result.ok else 1
 
 
-def check_mapping(settings: Settings) -> int:
+def check_mapping(settings: Settings, *, openimis: bool = False) -> int:
+    """What the database uses that the mapping lacks; with ``openimis``, also every entry that
+    disagrees with the live openIMIS (codes, uuids, pricelists, prices). Exit 1 when something
+    would block claims, 2 when openIMIS could not be read."""
     from cdc_claims import roles  # here, not at the top: roles loads the Kafka client, which this never needs
 
     mapping = roles.load(settings)
@@ -58,6 +64,21 @@ def check_mapping(settings: Settings) -> int:
         report = run_check(conn, mapping)
     finally:
         conn.close()
+    if openimis:
+        if not settings.payer.enabled:
+            raise ConfigError(
+                "check-mapping --openimis needs openIMIS's API: set CDC_CLAIMS_PAYER__URL (and __PASSWORD)"
+            )
+        client = roles.payer_client(settings)
+        try:
+            _say(f"reading the catalogue from openIMIS ({settings.payer.url}) ...")
+            catalogue = client.catalogue()
+        except CdcClaimsError as err:
+            print(f"cdc-claims: cannot read openIMIS: {err}", file=sys.stderr)
+            return 2
+        finally:
+            client.close()
+        report = Report(report.findings + tuple(compare(mapping, catalogue)))
     print(render_text(report), end="")
     return 0 if report.ok else 1
 

@@ -98,6 +98,9 @@ HELD_REASONS: dict[str, str] = {
     "refused_by_openimis": "openIMIS refused the claim (validation error)",
     "invalid_claim": "the claim built from the encounter is not a valid FHIR Claim",
     "unreadable_response": "openIMIS answered with a ClaimResponse that does not match the claim",
+    "not_in_pricelist": "a line's item or service is not in the health facility's openIMIS pricelist",
+    "price_above_pricelist": "a line asks more than the health facility's openIMIS pricelist pays",
+    "no_active_policy": "no openIMIS policy of the insuree covers the claim's date",
 }
 
 

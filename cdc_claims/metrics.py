@@ -125,3 +125,17 @@ CONSUMER_REBUILDS = Counter(
     "cdc_claims_consumer_rebuilds_total", "Kafka consumers closed and rebuilt (stall, lost membership)", ["cause"]
 )
 REBALANCES = Counter("cdc_claims_rebalances_total", "Partition assignments received or revoked", ["event"])
+PAYER_CHECKS = Counter(
+    "cdc_claims_payer_checks_total",
+    "Checks of a claim against openIMIS before it is sent, by check and outcome (pass, hold, warn, skipped)",
+    ["check", "outcome"],
+)
+PAYER_LOOKUP_LATENCY = Histogram(
+    "cdc_claims_payer_lookup_seconds",
+    "Time to read from openIMIS's GraphQL API (the catalogue, or one insuree's policies)",
+    ["what"],
+    buckets=LATENCY_BUCKETS,
+)
+PAYER_CATALOGUE_AGE = Gauge(
+    "cdc_claims_payer_catalogue_age_seconds", "Age of the openIMIS catalogue the pricelist check uses"
+)

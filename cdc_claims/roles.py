@@ -22,6 +22,11 @@ from cdc_claims.log import get_logger
 from cdc_claims.mapping.apply import DraftBuilder
 from cdc_claims.mapping.model import ClaimMapping, load_mapping
 from cdc_claims.mapping.reading import reader_config
+from cdc_claims.payer.cache import CatalogueCache, PolicyCache
+from cdc_claims.payer.catalogue import Catalogue
+from cdc_claims.payer.checks import PayerChecks
+from cdc_claims.payer.compare import compare
+from cdc_claims.payer.graphql import OpenImisGraphQL
 from cdc_claims.pipeline.claim_service import ClaimService
 from cdc_claims.pipeline.concurrency import ASSEMBLING, AdaptiveLimit, PacedApi
 from cdc_claims.pipeline.consumer_role import ConsumerRole, data_topics
@@ -63,6 +68,76 @@ class Claims:
     service: ClaimService
     reader: OpenMrsReader
     ledger: Ledger
+    payer: Payer | None = None
+
+    def close(self) -> None:
+        if self.payer is not None:
+            self.payer.close()
+
+
+@dataclass
+class Payer:
+    """The payer checks with what feeds them: one GraphQL session, the catalogue kept fresh."""
+
+    checks: PayerChecks
+    client: OpenImisGraphQL
+    catalogue: CatalogueCache
+
+    def close(self) -> None:
+        self.catalogue.close()
+        self.client.close()
+
+
+def payer_client(settings: Settings) -> OpenImisGraphQL:
+    return OpenImisGraphQL(settings.payer)
+
+
+def build_payer(
+    settings: Settings, mapping: ClaimMapping, *, background: bool = True, fresh_policies: bool = False
+) -> Payer | None:
+    """The checks before each POST, or None when openIMIS's API is not configured (``payer.url``).
+
+    The catalogue is read for the mapped facilities now and then every ``refresh_seconds`` on a
+    thread (``background``; a one-shot command reads it once); the first read also compares the
+    mapping with it and warns about every entry that would block claims. ``fresh_policies``: ask
+    openIMIS about the insuree every time (an operator's re-run after a policy was renewed)."""
+    if not settings.payer.enabled:
+        log.info("payer_checks_off", why="payer.url is not set: openIMIS checks claims only after they are sent")
+        return None
+    payer = settings.payer
+    client = payer_client(settings)
+    codes = sorted({ref.code for ref in mapping.facilities.values()})
+    warned = False
+
+    def read() -> Catalogue:
+        nonlocal warned
+        catalogue = client.catalogue(codes)
+        if not warned:
+            warned = True
+            _warn_mapping(mapping, catalogue)
+        return catalogue
+
+    cache = CatalogueCache(read, payer.refresh_seconds)
+    if background:
+        cache.start()
+    else:
+        cache.refresh()
+    checks = PayerChecks(
+        catalogue=cache,
+        policies=PolicyCache(client.policies, 0.0 if fresh_policies else payer.policy_ttl_seconds),
+        pricelist=payer.pricelist,
+        coverage=payer.coverage,
+        count=lambda check, outcome: metrics.PAYER_CHECKS.labels(check=check, outcome=outcome).inc(),
+    )
+    return Payer(checks, client, cache)
+
+
+def _warn_mapping(mapping: ClaimMapping, catalogue: Catalogue) -> None:
+    findings = [f for f in compare(mapping, catalogue) if f.severity == "blocking"]
+    for finding in findings[:20]:
+        log.warning("mapping_disagrees_with_openimis", entry=finding.uuid, code=finding.name, detail=finding.detail)
+    if findings:
+        log.warning("mapping_check_openimis", blocking=len(findings), hint="cdc-claims check-mapping --openimis")
 
 
 def build_reader(settings: Settings, mapping: ClaimMapping | None = None) -> OpenMrsReader:
@@ -72,10 +147,13 @@ def build_reader(settings: Settings, mapping: ClaimMapping | None = None) -> Ope
     return reader
 
 
-def build_claims(settings: Settings, publisher: KafkaPublisher, client: ClaimApi) -> Claims:
+def build_claims(
+    settings: Settings, publisher: KafkaPublisher, client: ClaimApi, *, fresh_policies: bool = False
+) -> Claims:
     mapping = load(settings)
     reader = build_reader(settings, mapping)
     ledger = Ledger(writer_connection_factory(settings.db))
+    payer = build_payer(settings, mapping, fresh_policies=fresh_policies)
     service = ClaimService(
         reader=reader,
         build_draft=DraftBuilder(mapping),
@@ -89,8 +167,9 @@ def build_claims(settings: Settings, publisher: KafkaPublisher, client: ClaimApi
         lease_seconds=settings.lease_seconds,
         holder_dead=holder_dead,
         failpoint=crash_at(settings.failpoint),
+        payer=payer.checks if payer is not None else None,
     )
-    return Claims(service, reader, ledger)
+    return Claims(service, reader, ledger, payer)
 
 
 def publisher_for(settings: Settings, client_id: str) -> KafkaPublisher:
@@ -140,6 +219,7 @@ def _run_consumer(settings: Settings, publisher: KafkaPublisher, stopper: Stoppe
                 metrics.CONSUMER_REBUILDS.labels(cause=stalled.cause).inc()
                 log.warning("consumer_rebuilding", reason=stalled.message)
     finally:
+        claims.close()
         client.close()
 
 

@@ -81,6 +81,42 @@ class OpenHimSettings(BaseModel):
     max_attempts: int = 5
 
 
+class PayerSettings(BaseModel):
+    """openIMIS's own API, read before claims are sent (``cdc_claims.payer``): pricelists, policies.
+
+    Read-only master data and policy look-ups over openIMIS's GraphQL API with an openIMIS user of
+    its own (claims never go this way: they go through openHIM). Unset ``url``: no checks, claims
+    are only checked by openIMIS after they are sent.
+    """
+
+    #: openIMIS's API root (``https://openimis.example.org/api/``): ``graphql`` and
+    #: ``api_fhir_r4/login/`` are under it. Empty: the checks are off.
+    url: str = ""
+    #: An openIMIS user with read rights on health facilities, pricelists, medical items and
+    #: services, claim admins, diagnoses and policies (no claim rights needed).
+    username: str = "cdc-claims-reader"
+    password: SecretStr | None = None  # CDC_CLAIMS_PAYER__PASSWORD
+    #: A line not in the facility's pricelist or priced above it: hold the claim, warn (send it
+    #: and log the finding) or off.
+    pricelist: Literal["hold", "warn", "off"] = "hold"
+    #: No policy of the insuree covers the claim's date: hold, warn or off.
+    coverage: Literal["hold", "warn", "off"] = "hold"
+    #: Re-read the catalogue (facilities, pricelists, items, services) this often, in the background.
+    refresh_seconds: float = Field(default=900.0, ge=10)
+    #: Remember an insuree's policies this long (a renewed policy is seen within it).
+    policy_ttl_seconds: float = Field(default=300.0, ge=0)
+    #: Re-run claims held for a payer reason (a policy or a pricelist line added in openIMIS
+    #: leaves no trace in OpenMRS) this often. 0: only by hand (``rerun-held``).
+    recheck_seconds: float = Field(default=600.0, ge=0)
+    ca_bundle: Path | None = None
+    verify_tls: bool = True
+    timeout_seconds: float = 15.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+
 class SettleSettings(BaseModel):
     mode: UnitKind = "encounter"
     #: Quiet period after the last committed change before an encounter is claimed. Five
@@ -151,6 +187,7 @@ class Settings(BaseSettings):
     settle: SettleSettings = SettleSettings()
     desk: DeskSettings = DeskSettings()
     intake: IntakeSettings = IntakeSettings()
+    payer: PayerSettings = PayerSettings()
     mapping_file: Path = Path("mapping.yaml")
     log_level: str = "INFO"
     metrics_port: int = 9464

@@ -43,7 +43,16 @@ STATE_GROUPS: Mapping[str, StateGroup] = {
     "cancelled": StateGroup("Cancelled", (State.CANCELLED,)),
 }
 #: reasons a unit is held for before anything is sent: each is a group of its own ("held:<reason>")
-HELD_GROUP_REASONS = ("uninsured", "no_diagnosis", "unmapped_line", "unmapped_facility", "invalid_claim")
+HELD_GROUP_REASONS = (
+    "uninsured",
+    "no_active_policy",
+    "no_diagnosis",
+    "unmapped_line",
+    "not_in_pricelist",
+    "price_above_pricelist",
+    "unmapped_facility",
+    "invalid_claim",
+)
 #: reasons a unit fails for: "failed:<reason>"
 FAILED_GROUP_REASONS = ("refused_by_openimis", "unreadable_response", "internal_error")
 

@@ -73,6 +73,20 @@ REASON_WORDS: Mapping[str, tuple[str, str]] = {
         "The claim built from the encounter is not valid",
         f"Tell the administrator; once fixed, {_RERUN}",
     ),
+    "not_in_pricelist": (
+        "A drug, test or service is not in the hospital's openIMIS price list",
+        "Ask the scheme to add it to the price list, or correct the mapping file;"
+        f" the claim is re-checked by itself every few minutes, or {_RERUN}",
+    ),
+    "price_above_pricelist": (
+        "A drug, test or service costs more than the openIMIS price list pays",
+        f"Correct the price in the mapping file (check-mapping --openimis shows the list price), {_RERUN}",
+    ),
+    "no_active_policy": (
+        "The patient has no active insurance policy on the visit date",
+        "Ask the patient to renew the policy with the scheme; the claim is re-checked by itself every few minutes"
+        f" once openIMIS has it, or {_RERUN}",
+    ),
     "unreadable_response": (
         "openIMIS's answer could not be read against the claim",
         "Tell the administrator; then press Refresh status now, or Re-run",

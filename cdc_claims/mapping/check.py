@@ -129,7 +129,8 @@ def render_text(report: Report) -> str:
         lines.append(f"{severity.upper()} ({len(group)}):")
         for f in sorted(group, key=lambda f: (f.topic, f.name, f.uuid)):
             extra = f" - {f.detail}" if f.detail else ""
-            lines.append(f"  {f.topic}: {f.uuid} {f.name!r} used {f.count}x{extra}")
+            used = f" used {f.count}x" if f.count else ""  # openIMIS findings are about the file, not use
+            lines.append(f"  {f.topic}: {f.uuid} {f.name!r}{used}{extra}")
     lines.append("OK" if report.ok else "NOT OK: claims using the blocking items will be held")
     return "\n".join(lines) + "\n"
 

@@ -46,6 +46,7 @@ from cdc_claims.pipeline.ports import (
     DraftBuilder,
     JsonDict,
     LedgerPort,
+    PayerCheck,
     Publisher,
     Reader,
     Renderer,
@@ -119,6 +120,7 @@ class ClaimService:
         clock: Clock | None = None,
         counters: ClaimMetrics | None = None,
         failpoint: Callable[[str], None] = no_failpoint,
+        payer: PayerCheck | None = None,
     ) -> None:
         self._reader = reader
         self._build = build_draft
@@ -134,6 +136,7 @@ class ClaimService:
         self._owner = owner
         self._lease_seconds = lease_seconds
         self._holder_dead = holder_dead
+        self._payer = payer
 
     def process(self, unit: UnitRef, *, resubmit: bool = False, force: bool = False) -> UnitResult:
         """Process one unit. Retriable errors propagate: the caller keeps the unit pending.
@@ -264,6 +267,11 @@ class ClaimService:
     # ------------------------------------------------------------------ submit path
     def _submit(self, unit: UnitRef, ctx: ClaimContext, entry: Any, state: State, draft: ClaimDraft) -> UnitResult:
         attempts = (entry.attempts if entry is not None else 0) + 1
+        if self._payer is not None and state is not State.SUBMITTING:
+            # an in-doubt POST is completed whatever the payer now says: openIMIS may hold it
+            problem = self._payer.check(draft, ctx.patient.insurance_number)
+            if problem is not None:  # nothing was sent
+                return self._hold_draft(unit, ctx, draft, problem.reason, problem.detail)
         try:
             claim = self._render.claim(draft)
         except ClaimRenderError as invalid:  # nothing was sent
@@ -465,7 +473,7 @@ class ClaimService:
         history = self._history(ctx, entry)
         for record in history:  # a follow-up whose POST is in doubt goes first (same code)
             if record.state is State.SUBMITTING and record.kind != "original" and record.draft_json:
-                self._send_follow_up(unit, ctx, record, decode_draft(record.draft_json))
+                self._send_follow_up(unit, ctx, record, decode_draft(record.draft_json), in_doubt=True)
         history = self._history(ctx, entry)
         sent = [_sent(r) for r in history if r.draft_json and r.state in SUBMITTED_STATES]
         change = corrections.diff(draft, sent, force=force)
@@ -554,8 +562,21 @@ class ClaimService:
             self._count.withdrawals_needed.labels(reason="changed_after_submit").inc(len(set(lines) - set(stored)))
         return changed
 
-    def _send_follow_up(self, unit: UnitRef, ctx: ClaimContext, record: ClaimRecord, draft: ClaimDraft) -> None:
+    def _send_follow_up(
+        self, unit: UnitRef, ctx: ClaimContext, record: ClaimRecord, draft: ClaimDraft, *, in_doubt: bool = False
+    ) -> None:
         """POST a supplement or replacement with the same write-ahead rules as the original."""
+        if self._payer is not None and not in_doubt:
+            problem = self._payer.check(draft, ctx.patient.insurance_number)
+            if problem is not None:  # held in the history, never sent; `resubmit --unit` sends it later
+                self._ledger.upsert_claim(
+                    replace(record, state=State.HELD, reason=problem.reason, detail=problem.detail[:2000])
+                )
+                self._pub.held(draft.code, self._notice(ctx, draft.code, problem.reason, problem.detail, "held"))
+                self._pub.flush()
+                self._count.held.labels(reason=problem.reason).inc()
+                log.warning("follow_up_held", claim_code=draft.code, reason=problem.reason)
+                return
         try:
             claim = self._render.claim(draft)
         except ClaimRenderError as invalid:

@@ -11,7 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cdc_claims.lifecycle import State
+from cdc_claims.payer.checks import PAYER_REASONS
 from cdc_claims.pipeline.ports import ClaimLedger, Directory
+from cdc_claims.settings import UnitKind
 
 
 @dataclass
@@ -41,3 +43,14 @@ class ConsumerLookups:
         if not wanted:
             return []
         return sorted(self.directory.encounter_ids(wanted).items())
+
+    def payer_held_units(self) -> list[tuple[UnitKind, int]]:
+        """(kind, id) of the units held for a payer reason: a policy renewed or a pricelist line
+        added in openIMIS leaves no trace in OpenMRS, so these are looked at again on a timer."""
+        out: list[tuple[UnitKind, int]] = []
+        for entry in self.ledger.list_by_state([State.HELD]):
+            if entry.reason in PAYER_REASONS:
+                unit_id = self.directory.unit_id(entry.unit_kind, entry.unit_uuid)
+                if unit_id is not None:
+                    out.append((entry.unit_kind, unit_id))
+        return out

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal, Protocol
 
 from cdc_claims.assemble.model import ClaimContext, ClaimDraft
+from cdc_claims.errors import NotClaimable
 from cdc_claims.ledger.model import ActionRecord, ClaimRecord, Lease, LedgerEntry
 from cdc_claims.lifecycle import State
 from cdc_claims.reply.model import ReplyMessage, WithdrawalNotice
@@ -113,6 +114,14 @@ class DraftBuilder(Protocol):
     def __call__(self, ctx: ClaimContext, *, created: date, revision: int) -> ClaimDraft: ...
 
 
+class PayerCheck(Protocol):
+    """The payer's rules before a POST (``cdc_claims.payer.checks.PayerChecks``): why the claim
+    must be held (``not_in_pricelist``, ``price_above_pricelist``, ``no_active_policy``), or None.
+    May raise a retriable error when the payer cannot be asked."""
+
+    def check(self, draft: ClaimDraft, insurance_number: str | None) -> NotClaimable | None: ...
+
+
 class Renderer(Protocol):
     def claim(self, draft: ClaimDraft) -> JsonDict: ...
     def audit_bundle(self, ctx: ClaimContext, draft: ClaimDraft, claim: JsonDict) -> JsonDict: ...
@@ -168,6 +177,7 @@ class Lookups(Protocol):
     def order_encounters(self, order_ids: Iterable[int]) -> Mapping[int, int]: ...
     def encounter_visit(self, encounter_ids: Iterable[int]) -> Mapping[int, int]: ...
     def patient_held_encounters(self, patient_ids: Iterable[int]) -> Iterable[tuple[str, int]]: ...
+    def payer_held_units(self) -> Iterable[tuple[UnitKind, int]]: ...
 
 
 class Directory(Protocol):

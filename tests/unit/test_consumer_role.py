@@ -22,7 +22,7 @@ from debezium_fixtures import (
 from cdc_claims.errors import AuthenticationFailed, ConsumerStalled, KafkaUnavailable, TransientSubmitError
 from cdc_claims.pipeline.consumer_role import ConsumerRole, backoff
 from cdc_claims.pipeline.ports import UnitRef
-from cdc_claims.settings import Settings, SettleSettings
+from cdc_claims.settings import Settings, SettleSettings, UnitKind
 
 
 class TP:
@@ -103,6 +103,12 @@ class Lookups:
 
     def patient_held_encounters(self, patient_ids: Iterable[int]) -> list[tuple[str, int]]:
         return []
+
+    def payer_held_units(self) -> list[tuple[UnitKind, int]]:
+        return list(self.payer_held)
+
+    def __init__(self) -> None:
+        self.payer_held: list[tuple[UnitKind, int]] = []
 
 
 class Clock:

@@ -98,7 +98,7 @@ LAYERS: list[set[str]] = [
     {"assemble"},
     {"mapping"},
     {"claim", "reply"},
-    {"submit", "ledger", "writeback"},
+    {"submit", "payer", "ledger", "writeback"},  # payer: what openIMIS knows, read before a POST
     {"pipeline"},
     {"desk"},  # the claims desk web app: reads the ledger and billing rows, acts through its port
     {"roles", "commands", "actions", "backfill", "cli", "__main__"},

@@ -172,6 +172,16 @@ env:
   - name: CDC_CLAIMS_OPENHIM__CA_BUNDLE
     value: {{ printf "%s/ca.crt" (include "cdc-claims.caDir" .ctx) | quote }}
   {{- end }}
+  {{- if $v.payer.url }}
+  - name: CDC_CLAIMS_PAYER__PASSWORD
+    valueFrom:
+      secretKeyRef: {name: {{ $v.payer.existingSecret }}, key: {{ $v.payer.passwordKey }}}
+  {{- if or $v.openhim.caBundle.secretName $v.openhim.caBundle.configMapName }}
+  # the hospital's private CA (openhim.caBundle) is trusted for openIMIS's API too
+  - name: CDC_CLAIMS_PAYER__CA_BUNDLE
+    value: {{ printf "%s/ca.crt" (include "cdc-claims.caDir" .ctx) | quote }}
+  {{- end }}
+  {{- end }}
   {{- end }}
   {{- if $r.secrets.desk }}
   - name: CDC_CLAIMS_DESK__SESSION_SECRET
