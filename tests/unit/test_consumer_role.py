@@ -447,3 +447,33 @@ def test_a_save_read_late_waits_only_what_is_left_of_its_window() -> None:
     r.step()
     r.drain()
     assert [u.id for u in service.processed] == [5], "200 s old on arrival: 100 s left to wait"
+
+
+def test_units_held_for_a_payer_reason_go_again_on_the_recheck_timer_and_only_then() -> None:
+    from cdc_claims.settings import PayerSettings
+
+    settings = Settings(
+        settle=SettleSettings(settle_seconds=300),
+        payer=PayerSettings(url="https://openimis.example.org/api/", recheck_seconds=60),
+    )
+    consumer, service, lookups, clock = FakeConsumer(), FakeService(), Lookups(), Clock()
+    r = ConsumerRole(consumer=consumer, service=service, lookups=lookups, sink=Sink(), settings=settings, clock=clock)
+    lookups.payer_held = [("encounter", 42)]
+    r.step()
+    clock.now += 59
+    r.step()
+    r.drain()
+    assert service.processed == []  # not yet: the timer has not run out
+    clock.now += 2
+    r.step()  # due at once, not after another settle window: nothing changed in OpenMRS
+    r.drain()
+    assert [(u.kind, u.id) for u in service.processed] == [("encounter", 42)]
+
+
+def test_without_openimis_api_nothing_is_rechecked() -> None:
+    r, _consumer, service, _sink, clock = role()
+    r._lookups.payer_held = [("encounter", 42)]  # type: ignore[attr-defined]
+    clock.now += 10_000
+    r.step()
+    r.drain()
+    assert service.processed == []
