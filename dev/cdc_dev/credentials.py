@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from cdc_claims.settings import DatabaseSettings, KafkaSettings
+from cdc_dev import openimis
 from cdc_dev.base import Ports, Stack
 from cdc_dev.openhim_component import CLIENT_ID, CLIENT_PASSWORD
 
@@ -135,6 +136,11 @@ def sidecar_env(ports: Ports | None = None) -> dict[str, str]:
         "CDC_CLAIMS_OPENHIM__BASE_URL": openhim_base_url(ports),
         "CDC_CLAIMS_OPENHIM__USERNAME": OPENHIM_CLIENT[0],
         "CDC_CLAIMS_OPENHIM__PASSWORD": OPENHIM_CLIENT[1],
+        # the payer checks read openIMIS's GraphQL API directly (the demo database's Admin:
+        # the sandbox has no read-only user; production uses one, see docs/payer-checks.md)
+        "CDC_CLAIMS_PAYER__URL": f"http://127.0.0.1:{ports.openimis}/api/",
+        "CDC_CLAIMS_PAYER__USERNAME": openimis.USER,
+        "CDC_CLAIMS_PAYER__PASSWORD": openimis.PASSWORD,
     }
 
 

@@ -47,7 +47,15 @@ REPLIES, HELD, AUDIT, DLQ = "cdc-claims.replies", "cdc-claims.held", "cdc-claims
 
 @pytest.fixture(scope="module")
 def sidecar(full_stack: CaptureStack) -> Iterator[Sidecar]:
-    with Sidecar(full_stack.stack, settle_seconds=1.5, poll_seconds=1.0, metrics_base_port=19484) as running:
+    # coverage "warn": a claim without a policy still goes out, so openIMIS's own rejection (7 FAMILY)
+    # and its billing rows are exercised here; test_payer_checks.py holds such claims ("hold")
+    with Sidecar(
+        full_stack.stack,
+        settle_seconds=1.5,
+        poll_seconds=1.0,
+        metrics_base_port=19484,
+        extra_env={"CDC_CLAIMS_PAYER__COVERAGE": "warn"},
+    ) as running:
         yield running
 
 
@@ -280,6 +288,8 @@ def test_a_claim_openimis_rejects_reads_denied_with_the_reason_on_every_line(
     finally:
         conn.close()
     assert ledger(db, enc.uuid)["state"] == "rejected"  # type: ignore[index]
+    consumer_metrics = httpx.get(f"http://127.0.0.1:{sidecar.metrics_ports['consumer']}/metrics").text
+    assert 'cdc_claims_payer_checks_total{check="coverage",outcome="warn"}' in consumer_metrics  # it was announced
 
 
 def test_malformed_change_event_goes_to_the_dead_letter_topic_with_its_reason(
