@@ -29,7 +29,7 @@ from cdc_claims.desk.auth import user_line
 from cdc_claims.errors import CdcClaimsError, ConfigError
 from cdc_claims.mapping.check import Report, render_text
 from cdc_claims.mapping.check import check_mapping as run_check
-from cdc_claims.payer.compare import compare
+from cdc_claims.payer.compare import compare, reference_term_findings
 from cdc_claims.settings import Settings
 
 
@@ -78,7 +78,8 @@ def check_mapping(settings: Settings, *, openimis: bool = False) -> int:
             return 2
         finally:
             client.close()
-        report = Report(report.findings + tuple(compare(mapping, catalogue)))
+        found = compare(mapping, catalogue) + reference_term_findings(report.findings, catalogue)
+        report = Report(report.findings + tuple(found))
     print(render_text(report), end="")
     return 0 if report.ok else 1
 

@@ -24,7 +24,7 @@ from cdc_claims.mapping.model import ClaimMapping, load_mapping
 from cdc_claims.mapping.reading import reader_config
 from cdc_claims.payer.cache import CatalogueCache, PolicyCache
 from cdc_claims.payer.catalogue import Catalogue
-from cdc_claims.payer.checks import PayerChecks
+from cdc_claims.payer.checks import CatalogueCodeBook, PayerChecks
 from cdc_claims.payer.compare import compare
 from cdc_claims.payer.graphql import OpenImisGraphQL
 from cdc_claims.pipeline.claim_service import ClaimService
@@ -154,9 +154,14 @@ def build_claims(
     reader = build_reader(settings, mapping)
     ledger = Ledger(writer_connection_factory(settings.db))
     payer = build_payer(settings, mapping, fresh_policies=fresh_policies)
+    if mapping.reference_terms is not None and payer is None:
+        raise ConfigError(
+            "the mapping's reference_terms rule takes codes, prices and uuids from openIMIS's catalogue:"
+            " set CDC_CLAIMS_PAYER__URL (and __PASSWORD)"
+        )
     service = ClaimService(
         reader=reader,
-        build_draft=DraftBuilder(mapping),
+        build_draft=DraftBuilder(mapping, CatalogueCodeBook(payer.catalogue) if payer is not None else None),
         renderer=FhirRenderer(),
         api=client,
         normalize=normalize,

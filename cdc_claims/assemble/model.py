@@ -104,6 +104,9 @@ class BillableLine:
     #: (source name, term code) of the concept's reference maps, for mapping rules keyed by a term
     #: instead of a concept uuid; only the sources the mapping names are read.
     concept_codes: tuple[tuple[str, str], ...] = ()
+    #: (source name, term code) of the drug's own reference maps (``drug_reference_map``): a
+    #: hospital that keeps openIMIS item codes as drug reference terms needs no entry per drug.
+    drug_codes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

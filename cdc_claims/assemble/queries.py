@@ -180,6 +180,15 @@ SELECT m.concept_id, s.name, t.code
  ORDER BY m.concept_id, s.name, t.code
 """
 
+DRUG_TERMS = """
+SELECT drm.drug_id, s.name, t.code
+  FROM drug_reference_map drm
+  JOIN concept_reference_term t ON t.concept_reference_term_id = drm.term_id AND t.retired = 0
+  JOIN concept_reference_source s ON s.concept_source_id = t.concept_source_id
+ WHERE drm.retired = 0 AND drm.drug_id IN ({ids}) AND s.concept_source_id IN ({sources})
+ ORDER BY drm.drug_id, s.name, t.code
+"""
+
 # ------------------------------------------------------------------------------------------
 # Helpers for the consumer (CDC row -> unit)
 # ------------------------------------------------------------------------------------------

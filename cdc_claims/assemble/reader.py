@@ -367,7 +367,9 @@ class OpenMrsReader:
             term_sources = {int(r["concept_source_id"]): str(r["name"]) for r in rows}
             missing = sorted(set(cfg.term_sources) - set(term_sources.values()))
             if missing:
-                problems.append(f"concept source(s) named in concept_terms not found: {', '.join(missing)}")
+                problems.append(
+                    f"concept source(s) named in concept_terms or reference_terms not found: {', '.join(missing)}"
+                )
 
         if problems:
             raise ConfigError("mapping does not match the OpenMRS database: " + "; ".join(problems))
@@ -571,13 +573,26 @@ class OpenMrsReader:
                     }
                 )
         terms: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        drug_terms: dict[int, list[tuple[str, str]]] = defaultdict(list)
         concept_ids = sorted({int(x["concept_id"]) for x in raw})
-        if meta.term_sources and concept_ids:
-            srcs = sorted(meta.term_sources)
+        drug_ids = sorted({int(x["drug_id"]) for x in raw if x.get("drug_id") is not None})
+        srcs = sorted(meta.term_sources)
+        if srcs and concept_ids:
             sql = q.CONCEPT_TERMS.format(ids=placeholders(len(concept_ids)), sources=placeholders(len(srcs)))
             for r in _all(cur, sql, [*concept_ids, *srcs]):
                 terms[int(r["concept_id"])].append((str(r["name"]), str(r["code"])))
-        return tuple(BillableLine(**x, concept_codes=tuple(terms.get(int(x["concept_id"]), ()))) for x in raw)
+        if srcs and drug_ids:
+            sql = q.DRUG_TERMS.format(ids=placeholders(len(drug_ids)), sources=placeholders(len(srcs)))
+            for r in _all(cur, sql, [*drug_ids, *srcs]):
+                drug_terms[int(r["drug_id"])].append((str(r["name"]), str(r["code"])))
+        return tuple(
+            BillableLine(
+                **x,
+                concept_codes=tuple(terms.get(int(x["concept_id"]), ())),
+                drug_codes=tuple(drug_terms.get(int(x["drug_id"]), ())) if x.get("drug_id") is not None else (),
+            )
+            for x in raw
+        )
 
 
 # ---- helpers -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from cdc_claims.assemble.model import (
     BillableLine,
@@ -39,8 +39,28 @@ from cdc_claims.errors import NotClaimable
 from cdc_claims.mapping.model import CLAIM_CODE_MAX, ClaimMapping, OpenImisRef, PricedRef
 
 
-def build_draft(ctx: ClaimContext, mapping: ClaimMapping, *, created: date, revision: int) -> ClaimDraft:
-    """The claim for ``ctx`` (see the module docstring for the hold reasons and their order)."""
+class CodeBook(Protocol):
+    """openIMIS's catalogue as the ``reference_terms`` rule needs it (``cdc_claims.payer``)."""
+
+    def lookup(
+        self, facility_code: str, category: ItemCategory | None, code: str
+    ) -> tuple[ItemCategory, PricedRef] | None:
+        """The item or service ``code`` (of ``category``, or either), priced for the facility;
+        None when openIMIS has no such code. Raises a retriable error when no catalogue was read."""
+
+
+def build_draft(
+    ctx: ClaimContext,
+    mapping: ClaimMapping,
+    *,
+    created: date,
+    revision: int,
+    codebook: CodeBook | None = None,
+) -> ClaimDraft:
+    """The claim for ``ctx`` (see the module docstring for the hold reasons and their order).
+
+    ``codebook`` resolves lines by the ``reference_terms`` rule (their reference term in the
+    configured source is the openIMIS code); without one that rule maps nothing."""
     if revision < 0:
         raise ValueError("revision must be >= 0")
     if _voided(ctx):
@@ -57,7 +77,7 @@ def build_draft(ctx: ClaimContext, mapping: ClaimMapping, *, created: date, revi
         raise NotClaimable("unmapped_facility", f"encounter {primary.uuid}: {where} has no openIMIS facility")
     if not ctx.lines:
         raise NotClaimable("no_billable_lines", f"{ctx.unit_kind} {ctx.unit_uuid} has nothing billable")
-    lines = _lines(ctx, mapping)
+    lines = _lines(ctx, mapping, facility.code, codebook)
     known = known_index(mapping.known_icd_codes) if mapping.known_icd_codes is not None else None
     selection = select_diagnoses(
         ctx.diagnoses,
@@ -178,7 +198,9 @@ def _period(ctx: ClaimContext, primary: Encounter) -> tuple[date, date]:
     return start, max(start, end)
 
 
-def _target(line: BillableLine, ctx: ClaimContext, mapping: ClaimMapping) -> tuple[ItemCategory, PricedRef] | None:
+def _target(
+    line: BillableLine, ctx: ClaimContext, mapping: ClaimMapping, facility: str, codebook: CodeBook | None
+) -> tuple[ItemCategory, PricedRef] | None:
     if line.kind == "consultation":
         enc = next((e for e in ctx.encounters if e.uuid == line.encounter_uuid), None)
         rule = consultation_rule(enc, ctx.visit, mapping.consultations) if enc is not None else None
@@ -189,7 +211,30 @@ def _target(line: BillableLine, ctx: ClaimContext, mapping: ClaimMapping) -> tup
     if target is None:
         rules = mapping.term_rules()
         target = next((rules[c] for c in line.concept_codes if c in rules), None)
-    return (target.category, target) if target is not None else None
+    if target is not None:
+        return target.category, target
+    return _by_reference_term(line, mapping, facility, codebook)
+
+
+def reference_codes(line: BillableLine, mapping: ClaimMapping) -> list[str]:
+    """The line's term codes in the ``reference_terms`` source: the drug's own first, then its concept's."""
+    if mapping.reference_terms is None:
+        return []
+    source = mapping.reference_terms.source
+    return [code for name, code in (*line.drug_codes, *line.concept_codes) if name == source]
+
+
+def _by_reference_term(
+    line: BillableLine, mapping: ClaimMapping, facility: str, codebook: CodeBook | None
+) -> tuple[ItemCategory, PricedRef] | None:
+    if codebook is None:
+        return None
+    category: ItemCategory | None = "item" if line.kind == "drug" else None
+    for code in reference_codes(line, mapping):
+        found = codebook.lookup(facility, category, code)
+        if found is not None:
+            return found
+    return None
 
 
 def _describe(line: BillableLine) -> str:
@@ -200,14 +245,17 @@ def _describe(line: BillableLine) -> str:
     return f"{line.kind} {line.source_uuid} (concept {line.concept_uuid})"
 
 
-def _lines(ctx: ClaimContext, mapping: ClaimMapping) -> tuple[ClaimLine, ...]:
+def _lines(ctx: ClaimContext, mapping: ClaimMapping, facility: str, codebook: CodeBook | None) -> tuple[ClaimLine, ...]:
     out: list[ClaimLine] = []
     missing: list[str] = []
     ordered = sorted(ctx.lines, key=lambda ln: (ln.served, ln.kind, ln.source_uuid))
     for line in ordered:
-        found = _target(line, ctx, mapping)
+        found = _target(line, ctx, mapping, facility, codebook)
         if found is None:
-            missing.append(_describe(line))
+            codes = reference_codes(line, mapping)
+            missing.append(
+                _describe(line) + (f" (reference term {', '.join(codes)} unknown to openIMIS)" if codes else "")
+            )
             continue
         category, target = found
         out.append(
@@ -234,6 +282,7 @@ class DraftBuilder:
     """The claim service's ``DraftBuilder`` port: :func:`build_draft` bound to one mapping."""
 
     mapping: ClaimMapping
+    codebook: CodeBook | None = None
 
     def __call__(self, ctx: ClaimContext, *, created: date, revision: int) -> ClaimDraft:
-        return build_draft(ctx, self.mapping, created=created, revision=revision)
+        return build_draft(ctx, self.mapping, created=created, revision=revision, codebook=self.codebook)

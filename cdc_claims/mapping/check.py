@@ -146,6 +146,10 @@ def _findings(cur: pymysql.cursors.DictCursor, mapping: ClaimMapping) -> list[Fi
     term_rules = mapping.term_rules()
     termed = _termed_concepts(cur, term_rules) if term_rules else set()
 
+    ref = mapping.reference_terms.source if mapping.reference_terms is not None else None
+    ref_concepts = _reference_codes(cur, _REF_CONCEPT_TERMS, ref) if ref else {}
+    ref_drugs = _reference_codes(cur, _REF_DRUG_TERMS, ref) if ref else {}
+
     kinds = read_order_kinds(cur, cfg)
     for r in _all(cur, _ORDERS_USED):
         kind = kinds.get(int(r["order_type_id"]))
@@ -154,6 +158,15 @@ def _findings(cur: pymysql.cursors.DictCursor, mapping: ClaimMapping) -> list[Fi
         if kind == "drug" and r["drug_uuid"] is not None and r["drug_uuid"] in mapping.drugs:
             continue
         if r["concept_uuid"] in mapping.concepts or r["concept_uuid"] in termed:
+            continue
+        by_term = (ref_drugs.get(str(r["drug_uuid"])) if kind == "drug" else None) or ref_concepts.get(
+            str(r["concept_uuid"])
+        )
+        if by_term is not None:  # the reference_terms rule maps it; --openimis checks the code exists
+            name = str(r["drug_name"] if kind == "drug" and r["drug_uuid"] else r["concept_name"])
+            uuid = str(r["drug_uuid"] if kind == "drug" and r["drug_uuid"] else r["concept_uuid"])
+            topic = REFERENCE_TERM_ITEM if kind == "drug" else REFERENCE_TERM_LINE
+            out.append(Finding("info", topic, uuid, name, int(r["n"]), f"{ref}:{by_term}"))
             continue
         if kind == "drug" and r["drug_uuid"] is not None:
             out.append(Finding("blocking", "drug", r["drug_uuid"], str(r["drug_name"]), int(r["n"])))
@@ -165,7 +178,12 @@ def _findings(cur: pymysql.cursors.DictCursor, mapping: ClaimMapping) -> list[Fi
     if mapping.procedure_obs_concepts:
         sql = _PROCEDURE_OBS_USED.format(uuids=placeholders(len(mapping.procedure_obs_concepts)))
         for r in _all(cur, sql, mapping.procedure_obs_concepts):
-            if r["concept_uuid"] not in mapping.concepts and r["concept_uuid"] not in termed:
+            if r["concept_uuid"] in ref_concepts:
+                detail = f"{ref}:{ref_concepts[r['concept_uuid']]}"
+                out.append(
+                    Finding("info", REFERENCE_TERM_LINE, r["concept_uuid"], str(r["concept_name"]), int(r["n"]), detail)
+                )
+            elif r["concept_uuid"] not in mapping.concepts and r["concept_uuid"] not in termed:
                 out.append(
                     Finding("blocking", "procedure obs answer", r["concept_uuid"], str(r["concept_name"]), int(r["n"]))
                 )
@@ -193,6 +211,26 @@ def _findings(cur: pymysql.cursors.DictCursor, mapping: ClaimMapping) -> list[Fi
         if r["uuid"] not in mapping.claim_admins:
             out.append(Finding("info", "provider", r["uuid"], "", int(r["n"]), "enters as the default claim admin"))
     return out
+
+
+#: info findings of lines the ``reference_terms`` rule maps (detail: ``<source>:<code>``)
+REFERENCE_TERM_ITEM = "mapped by reference term (drug)"
+REFERENCE_TERM_LINE = "mapped by reference term"
+
+_REF_CONCEPT_TERMS = """SELECT c.uuid, MIN(t.code) AS code FROM concept_reference_map m
+  JOIN concept c ON c.concept_id = m.concept_id
+  JOIN concept_reference_term t ON t.concept_reference_term_id = m.concept_reference_term_id AND t.retired = 0
+  JOIN concept_reference_source s ON s.concept_source_id = t.concept_source_id
+ WHERE s.name = %s GROUP BY c.uuid"""
+_REF_DRUG_TERMS = """SELECT d.uuid, MIN(t.code) AS code FROM drug_reference_map drm
+  JOIN drug d ON d.drug_id = drm.drug_id
+  JOIN concept_reference_term t ON t.concept_reference_term_id = drm.term_id AND t.retired = 0
+  JOIN concept_reference_source s ON s.concept_source_id = t.concept_source_id
+ WHERE drm.retired = 0 AND s.name = %s GROUP BY d.uuid"""
+
+
+def _reference_codes(cur: pymysql.cursors.DictCursor, sql: str, source: str) -> dict[str, str]:
+    return {str(r["uuid"]): str(r["code"]) for r in _all(cur, sql, [source])}
 
 
 def _termed_concepts(cur: pymysql.cursors.DictCursor, rules: dict[tuple[str, str], Any]) -> set[str]:

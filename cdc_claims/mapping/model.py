@@ -20,6 +20,7 @@ Shape (see ``examples/mapping.yaml`` for a complete example)::
     visit_types:     {visit type uuid|name: E|R|O}         # anything else: O
     concepts:        {concept uuid: {category: item|service, code, price, uuid?}}
     concept_terms:   [{source: <source name>, term: <term code>, category, code, price, uuid?}]
+    reference_terms: {source: ExternalCode}   # term code = openIMIS code; item/service, uuid, price from openIMIS
     drugs:           {drug uuid: {code, price, uuid?}}       # drugs are openIMIS items
     consultations:   [{encounter_type: <uuid|name>, visit_type?: <uuid|name>, service: {code, price, uuid?}}]
     order_types:     {lab: [...], radiology: [...], procedure: [...]}   # uuid or name; drug = DrugOrder class
@@ -88,6 +89,15 @@ class TermRule(BillableTarget):
 
     source: str = Field(min_length=1)
     term: str = Field(min_length=1)
+
+
+class ReferenceTerms(_Strict):
+    """Codes the hospital already keeps: a concept's (or, via ``drug_reference_map``, a drug's)
+    reference term in ``source`` *is* its openIMIS code. The item or service, its uuid and its
+    price come from openIMIS's catalogue (the facility's pricelist price), so no entry is written
+    per concept or drug. Explicit ``concepts``/``drugs``/``concept_terms`` entries win."""
+
+    source: str = Field(default="ExternalCode", min_length=1)  # openmrs-module-insuranceclaims' source
 
 
 class ConsultationRule(_Strict):
@@ -166,6 +176,7 @@ class ClaimMapping(_Strict):
     visit_types: dict[str, Literal["E", "R", "O"]] = Field(default_factory=dict)
     concepts: dict[str, BillableTarget] = Field(default_factory=dict)
     concept_terms: tuple[TermRule, ...] = ()
+    reference_terms: ReferenceTerms | None = None
     drugs: dict[str, PricedRef] = Field(default_factory=dict)
     consultations: tuple[ConsultationRule, ...] = ()
     order_types: OrderTypesSection = OrderTypesSection()
@@ -180,6 +191,13 @@ class ClaimMapping(_Strict):
 
     def term_rules(self) -> dict[tuple[str, str], TermRule]:
         return {(r.source, r.term): r for r in self.concept_terms}
+
+    def term_sources(self) -> set[str]:
+        """The concept sources whose reference terms the reader must fetch for each line."""
+        sources = {rule.source for rule in self.concept_terms}
+        if self.reference_terms is not None:
+            sources.add(self.reference_terms.source)
+        return sources
 
     def visit_type_code(self, type_uuid: str, type_name: str) -> Literal["E", "R", "O"]:
         return self.visit_types.get(type_uuid) or self.visit_types.get(type_name) or "O"

@@ -24,5 +24,5 @@ def reader_config(mapping: ClaimMapping) -> ReaderConfig:
         procedure_order_types=mapping.order_types.procedure,
         procedure_obs_concepts=mapping.procedure_obs_concepts,
         consultations=mapping.consultations,
-        term_sources=tuple(sorted({rule.source for rule in mapping.concept_terms})),
+        term_sources=tuple(sorted(mapping.term_sources())),
     )

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from cdc_claims.assemble.model import ClaimDraft, ClaimLine
-from cdc_claims.errors import NotClaimable
+from cdc_claims.errors import NotClaimable, SourceUnavailable
 from cdc_claims.log import get_logger
-from cdc_claims.payer.catalogue import Catalogue, Policy, covering
+from cdc_claims.mapping.model import PricedRef
+from cdc_claims.payer.catalogue import Catalogue, Category, Policy, covering
 
 log = get_logger(__name__)
 
@@ -145,3 +146,27 @@ def _line(line: ClaimLine) -> str:
 
 def _lists(service_list: str | None, item_list: str | None) -> str:
     return f"services: {service_list or 'none'}, items: {item_list or 'none'}"
+
+
+class CatalogueCodeBook:
+    """The mapping's ``CodeBook`` (the ``reference_terms`` rule) over the cached catalogue.
+
+    A code is looked up as an item for drug lines and as a service, then an item, otherwise; the
+    price is the facility's pricelist price (the catalogue's base price when the facility's list
+    lacks it: the pricelist check then holds the claim as ``not_in_pricelist``)."""
+
+    def __init__(self, catalogue: CatalogueSource) -> None:
+        self._catalogue = catalogue
+
+    def lookup(self, facility_code: str, category: Category | None, code: str) -> tuple[Category, PricedRef] | None:
+        catalogue = self._catalogue.current()
+        if catalogue is None:  # openIMIS not read yet: the unit waits rather than being held as unmapped
+            raise SourceUnavailable("openIMIS catalogue not read yet (lines mapped by reference term wait for it)")
+        for kind in (category,) if category is not None else ("service", "item"):
+            medical = catalogue.entry(kind, code)
+            if medical is not None:
+                price = catalogue.price_at(facility_code, kind, code)
+                return kind, PricedRef(
+                    code=code, uuid=medical.uuid, price=price if price is not None else medical.price
+                )
+        return None

@@ -11,10 +11,10 @@ Pure: the catalogue comes in read (:mod:`cdc_claims.payer.graphql`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from cdc_claims.mapping.check import Finding
+from cdc_claims.mapping.check import REFERENCE_TERM_ITEM, REFERENCE_TERM_LINE, Finding
 from cdc_claims.mapping.model import ClaimMapping, OpenImisRef, PricedRef
 from cdc_claims.payer.catalogue import Catalogue, Category
 
@@ -139,3 +139,17 @@ def _billable(entry: _Entry, catalogue: Catalogue, facilities: list[str]) -> lis
 
 def _block(topic: str, path: str, code: str, detail: str) -> Finding:
     return Finding("blocking", topic, path, code, 0, detail)
+
+
+def reference_term_findings(findings: Iterable[Finding], catalogue: Catalogue) -> list[Finding]:
+    """Lines the ``reference_terms`` rule maps (``check-mapping``'s info findings) whose code
+    openIMIS does not know: those claims would be held as ``unmapped_line``."""
+    out: list[Finding] = []
+    for f in findings:
+        if f.topic not in (REFERENCE_TERM_ITEM, REFERENCE_TERM_LINE):
+            continue
+        code = f.detail.rsplit(":", 1)[-1]
+        kinds: tuple[Category, ...] = ("item",) if f.topic == REFERENCE_TERM_ITEM else ("service", "item")
+        if not any(catalogue.entry(kind, code) for kind in kinds):
+            out.append(Finding("blocking", f.topic, f.uuid, f.name, f.count, f"{f.detail}: no such code in openIMIS"))
+    return out

@@ -14,6 +14,7 @@ from cdc_claims.assemble.model import (
     ClaimContext,
     Diagnosis,
     Encounter,
+    ItemCategory,
     Location,
     Patient,
     Provider,
@@ -22,7 +23,7 @@ from cdc_claims.assemble.model import (
 from cdc_claims.assemble.selection import derived_line_uuid
 from cdc_claims.errors import NotClaimable
 from cdc_claims.mapping.apply import build_draft, claim_code
-from cdc_claims.mapping.model import ClaimMapping, parse_mapping
+from cdc_claims.mapping.model import ClaimMapping, PricedRef, ReferenceTerms, parse_mapping
 
 LOC = "c58e12ed-3f12-11e4-adec-0800271c1b75"
 VISIT_LOC = "c1e42932-3f10-11e4-adec-0800271c1b75"
@@ -235,3 +236,79 @@ def test_override_and_max_five(mapping: ClaimMapping) -> None:
     m = mapping.model_copy(update={"icd10": mapping.icd10.model_copy(update={"overrides": {DX_CONCEPT: "A09"}})})
     m._known_icd = mapping.known_icd_codes
     assert [x.icd10 for x in build_draft(c, m, created=CREATED, revision=0).diagnoses] == ["A09"]
+
+
+class Book:
+    """openIMIS's catalogue as the reference_terms rule sees it: (category, code) -> (uuid, facility price)."""
+
+    def __init__(self, ready: bool = True) -> None:
+        self.ready = ready
+        self.asked: list[tuple[str, str | None, str]] = []
+        self.known = {
+            ("item", "0001"): ("71efb78b-64ee-4a68-be29-87daf566eb20", 10),
+            ("service", "I42"): (HF_UUID, 3250),
+        }
+
+    def lookup(
+        self, facility_code: str, category: ItemCategory | None, code: str
+    ) -> tuple[ItemCategory, PricedRef] | None:
+        from cdc_claims.errors import SourceUnavailable
+
+        self.asked.append((facility_code, category, code))
+        if not self.ready:
+            raise SourceUnavailable("openIMIS catalogue not read yet")
+        for kind in (category,) if category else ("service", "item"):
+            if (kind, code) in self.known:
+                uuid, price = self.known[(kind, code)]
+                return kind, PricedRef(code=code, uuid=uuid, price=Decimal(price))
+        return None
+
+
+UNLISTED_DRUG = "55555555-5555-5555-5555-555555555555"
+XRAY = "44444444-4444-4444-4444-444444444444"
+
+
+def _by_terms(mapping: ClaimMapping) -> ClaimMapping:
+    return mapping.model_copy(update={"reference_terms": ReferenceTerms(source="ExternalCode")})
+
+
+def test_reference_terms_map_drugs_by_drug_reference_map_and_concepts_with_the_catalogue_price_and_uuid(
+    mapping: ClaimMapping,
+) -> None:
+    c = ctx()
+    lines = (
+        *c.lines,
+        BillableLine("drug", "o-d2", ENC, 30, DRUG_CONCEPT, Decimal(3), T0, drug_uuid=UNLISTED_DRUG,
+                     drug_codes=(("ExternalCode", "0001"),)),
+        BillableLine("radiology", "o-x", ENC, 31, XRAY, Decimal(1), T0, concept_codes=(("ExternalCode", "I42"),)),
+    )  # fmt: skip
+    book = Book()
+    d = build_draft(replace(c, lines=lines), _by_terms(mapping), created=CREATED, revision=0, codebook=book)
+    got = {(x.category, x.code, x.reference, x.unit_price) for x in d.lines}
+    assert ("item", "0001", "71efb78b-64ee-4a68-be29-87daf566eb20", Decimal(10)) in got
+    assert ("service", "I42", HF_UUID, Decimal(3250)) in got
+    assert ("item", "0171", "0171", Decimal(35)) in got  # the explicit drugs entry wins, no look-up
+    assert book.asked == [("RAHOS001", "item", "0001"), ("RAHOS001", None, "I42")]
+
+
+def test_a_reference_term_openimis_does_not_know_is_an_unmapped_line_that_names_it(mapping: ClaimMapping) -> None:
+    c = ctx()
+    line = BillableLine("drug", "o-d3", ENC, 30, DRUG_CONCEPT, Decimal(1), T0, drug_uuid=UNLISTED_DRUG,
+                        drug_codes=(("ExternalCode", "9999"), ("SNOMED", "0001")))  # fmt: skip
+    with pytest.raises(NotClaimable) as err:
+        build_draft(replace(c, lines=(line,)), _by_terms(mapping), created=CREATED, revision=0, codebook=Book())
+    assert err.value.reason == "unmapped_line" and "reference term 9999 unknown to openIMIS" in err.value.detail
+    with pytest.raises(NotClaimable):  # without the rule, the same line is simply unmapped
+        build_draft(replace(c, lines=(line,)), mapping, created=CREATED, revision=0, codebook=Book())
+
+
+def test_no_catalogue_yet_makes_a_reference_term_line_wait_not_held(mapping: ClaimMapping) -> None:
+    from cdc_claims.errors import SourceUnavailable
+
+    c = ctx()
+    line = BillableLine("drug", "o-d4", ENC, 30, DRUG_CONCEPT, Decimal(1), T0, drug_uuid=UNLISTED_DRUG,
+                        drug_codes=(("ExternalCode", "0001"),))  # fmt: skip
+    with pytest.raises(SourceUnavailable):
+        build_draft(
+            replace(c, lines=(line,)), _by_terms(mapping), created=CREATED, revision=0, codebook=Book(ready=False)
+        )
