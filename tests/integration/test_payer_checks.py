@@ -7,6 +7,7 @@ fix in openIMIS (a renewed policy) must let it go out by itself, once.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from pipeline_support import (
     NIFEDIPINE,
     NOT_COVERED,
     THYROID_FUNCTION,
+    UNMAPPED_DRUG,
     claim_code_of,
     claim_rows,
     consultation,
@@ -145,6 +147,59 @@ def test_check_mapping_reports_every_entry_that_disagrees_with_the_live_openimis
         "openimis claim admin: openimis.claim_admin_default 'RHOS0011' - uuid is 4a3f1a0a-e13c-451a-9511-a4d0fe35d20b:"
         " set it to 598e43ca-9977-4f4b-a678-992528ce3454"
     ) in text
+
+
+def test_a_drug_mapped_only_by_its_reference_term_is_claimed_with_openimis_price_and_uuid(
+    sidecar: Sidecar, sim: BahmniSim, full_stack: CaptureStack, tmp_path: Path
+) -> None:
+    """No YAML entry for the drug: its ExternalCode term (drug_reference_map) is openIMIS item 0001."""
+    db, openimis = full_stack.mariadb, OpenImis(full_stack.stack)
+    sidecar.stop()  # one sidecar at a time on the stack: this one has another mapping
+    by_terms = _demo()
+    by_terms["reference_terms"] = {"source": "ExternalCode"}
+    path = _write(tmp_path / "terms", by_terms)
+    conn = db.connect("cdc_admin", autocommit=True)
+    term_uuid, map_uuid = str(uuid.uuid4()), str(uuid.uuid4())
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO concept_reference_term (concept_source_id, code, name, creator, date_created, uuid)"
+                " SELECT concept_source_id, '0001', 'Aspirin 300 mg (openIMIS item)', 1, NOW(), %s"
+                " FROM concept_reference_source WHERE name = 'ExternalCode'",
+                (term_uuid,),
+            )
+            cur.execute(
+                "INSERT INTO drug_reference_map (drug_id, term_id, concept_map_type, creator, date_created, uuid)"
+                " SELECT d.drug_id, t.concept_reference_term_id, mt.concept_map_type_id, 1, NOW(), %s"
+                " FROM drug d, concept_reference_term t, concept_map_type mt"
+                " WHERE d.uuid = %s AND t.uuid = %s AND mt.name = 'SAME-AS'",
+                (map_uuid, UNMAPPED_DRUG, term_uuid),
+            )
+            assert cur.rowcount == 1
+        with Sidecar(
+            full_stack.stack,
+            settle_seconds=0.5,
+            metrics_base_port=19644,
+            extra_env={"CDC_CLAIMS_MAPPING_FILE": str(path)},
+        ):
+            patient = sim.create_patient(INSUREES[0], gender="F")
+            enc = sim.save_consultation(
+                sim.start_visit(patient), diagnoses=[Dx(HYPERTHYROIDISM)], drugs=[Drug(UNMAPPED_DRUG, 3)]
+            )
+            row = wait_ledger(db, enc.uuid, "checked", "held")
+            assert row["state"] == "checked", row["detail"]
+            items = openimis.psql(
+                'SELECT i."ItemCode", i."ItemUUID", ci."QtyProvided", ci."PriceAsked" FROM "tblClaimItems" ci'
+                ' JOIN "tblItems" i ON i."ItemID" = ci."ItemID" JOIN "tblClaim" c ON c."ClaimID" = ci."ClaimID"'
+                f' WHERE c."ClaimCode" = \'{claim_code_of(enc.uuid)}\' AND c."ValidityTo" IS NULL'
+                ' AND ci."ValidityTo" IS NULL'
+            )
+            assert items.strip() == "0001|71efb78b-64ee-4a68-be29-87daf566eb20|3.00|10.00"
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("DELETE FROM drug_reference_map WHERE uuid = %s", (map_uuid,))
+            cur.execute("DELETE FROM concept_reference_term WHERE uuid = %s", (term_uuid,))
+        conn.close()
 
 
 def test_lines_off_the_facility_pricelist_or_above_its_price_are_held_and_never_sent(
