@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cdc_claims.lifecycle import State
 from cdc_claims.settings import UnitKind
@@ -80,6 +81,14 @@ def missing_original(entry: LedgerEntry, history: Sequence[ClaimRecord]) -> Clai
     unit claimed before the history table existed); None when the history has it, or there is none."""
     if not entry.claim_code or not entry.draft_json or any(r.claim_code == entry.claim_code for r in history):
         return None
+    return original_record(entry, created_at=entry.created_at, updated_at=entry.updated_at)
+
+
+def original_record(entry: LedgerEntry, **extra: Any) -> ClaimRecord:
+    """The history row of the original claim a unit's ledger row holds (one rule for the fields
+    both share; ``extra`` sets the rest: reason, detail, rejected lines, timestamps)."""
+    if not entry.claim_code:
+        raise ValueError(f"{entry.unit_kind} {entry.unit_uuid} has no claim code")
     return ClaimRecord(
         claim_code=entry.claim_code,
         unit_kind=entry.unit_kind,
@@ -90,8 +99,7 @@ def missing_original(entry: LedgerEntry, history: Sequence[ClaimRecord]) -> Clai
         content_hash=entry.content_hash,
         draft_json=entry.draft_json,
         openimis_claim_uuid=entry.openimis_claim_uuid,
-        created_at=entry.created_at,
-        updated_at=entry.updated_at,
+        **extra,
     )
 
 

@@ -36,7 +36,7 @@ from cdc_claims.errors import (
     WriteBackError,
 )
 from cdc_claims.failpoints import no_failpoint
-from cdc_claims.ledger.model import ClaimRecord, LedgerEntry, missing_original
+from cdc_claims.ledger.model import ClaimRecord, LedgerEntry, missing_original, original_record
 from cdc_claims.lifecycle import SUBMITTED_STATES, Event, State, advance, response_event
 from cdc_claims.log import get_logger
 from cdc_claims.metrics import ClaimMetrics
@@ -662,20 +662,7 @@ class ClaimService:
         lives on the ledger row alone; the history row goes in the ledger row's transaction."""
         history: ClaimRecord | None = None
         if entry.claim_code and entry.state in SUBMITTED_STATES and entry.state is not State.SUBMITTING:
-            history = ClaimRecord(
-                claim_code=entry.claim_code,
-                unit_kind=entry.unit_kind,
-                unit_uuid=entry.unit_uuid,
-                kind="original",
-                state=entry.state,
-                seq=entry.revision,
-                content_hash=entry.content_hash,
-                draft_json=entry.draft_json,
-                openimis_claim_uuid=entry.openimis_claim_uuid,
-                reason=entry.reason,
-                detail=entry.detail,
-                rejected_lines=rejected,
-            )
+            history = original_record(entry, reason=entry.reason, detail=entry.detail, rejected_lines=rejected)
         return self._ledger.upsert(entry, history=history)
 
     # ------------------------------------------------------------------ notices and counts
