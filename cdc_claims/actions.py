@@ -172,6 +172,8 @@ def _describe(kind: UnitKind, uuid: str, result: UnitResult) -> str:
     text = f"{kind} {uuid}: {result.outcome}"
     if result.reason:
         text += f" ({result.reason})"
+    elif result.outcome == "unchanged" and result.status:  # "unchanged (checked)": where it stands
+        text += f" ({result.status})"
     if result.claim_code:
         text += f" claim {result.claim_code}"
     if result.outcome in ("held", "failed") and result.reason in HELD_REASONS:

@@ -345,3 +345,12 @@ def test_close_closes_the_adapters() -> None:
     with actions(w):
         pass
     assert w.closed
+
+
+def test_a_unit_the_consumer_sent_first_answers_unchanged_with_where_its_claim_stands() -> None:
+    from cdc_claims.actions import _describe
+    from cdc_claims.pipeline.claim_service import UnitResult
+    from cdc_claims.pipeline.ports import UnitRef
+
+    result = UnitResult(UnitRef("encounter", 7), "unchanged", "C-1", status="checked")
+    assert _describe("encounter", "enc-1", result) == "encounter enc-1: unchanged (checked) claim C-1"
