@@ -101,6 +101,9 @@ HELD_REASONS: dict[str, str] = {
     "not_in_pricelist": "a line's item or service is not in the health facility's openIMIS pricelist",
     "price_above_pricelist": "a line asks more than the health facility's openIMIS pricelist pays",
     "no_active_policy": "no openIMIS policy of the insuree covers the claim's date",
+    "attachment_missing": "a document the claim must carry is not in the visit (or its file is not in the store)",
+    "attachment_too_large": "a document to attach is larger than the mapping's attachment limits",
+    "attachment_unsupported": "a document to attach is of a type openIMIS does not keep (PDF, PNG, JPEG, text, Word)",
 }
 
 

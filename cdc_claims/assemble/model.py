@@ -109,6 +109,22 @@ class BillableLine:
     drug_codes: tuple[tuple[str, str], ...] = ()
 
 
+DocumentStore = Literal["documents", "complex_obs"]
+
+
+@dataclass(frozen=True)
+class DocumentRef:
+    """A document filed in the unit's visit: where its file is, never its content."""
+
+    obs_uuid: str
+    encounter_uuid: str
+    concept_uuid: str  # the obs group concept of a Bahmni upload; a complex obs's own concept
+    concept_name: str
+    store: DocumentStore  # Bahmni's document_images, or OpenMRS's complex_obs directory
+    path: str  # relative to the store, as OpenMRS keeps it
+    recorded: datetime
+
+
 @dataclass(frozen=True)
 class ClaimContext:
     """Everything the claim builder needs about one unit, as the database holds it now."""
@@ -121,6 +137,8 @@ class ClaimContext:
     diagnoses: tuple[Diagnosis, ...] = ()
     lines: tuple[BillableLine, ...] = ()
     read_at: datetime | None = None
+    #: documents of the unit's visit filed under a concept the mapping attaches (empty otherwise)
+    documents: tuple[DocumentRef, ...] = ()
 
     @property
     def primary_encounter(self) -> Encounter:
@@ -166,6 +184,22 @@ class ClaimDiagnosis:
 
 
 @dataclass(frozen=True)
+class ClaimAttachment:
+    """A document the claim carries (``supportingInfo``, category ``attachment``).
+
+    Only where the file is and what openIMIS is told about it: the bytes are read when the Claim
+    is rendered for the POST, so neither the ledger, the reply topic nor the audit topic ever
+    holds a document's content."""
+
+    obs_uuid: str
+    title: str
+    content_type: str
+    store: DocumentStore
+    path: str
+    creation: date
+
+
+@dataclass(frozen=True)
 class ClaimDraft:
     """A claim ready to render as FHIR: every openIMIS code resolved, nothing left to look up."""
 
@@ -198,6 +232,8 @@ class ClaimDraft:
     relationship: Literal["associated", "prior"] | None = None
     #: free text for the payer's reviewer (openIMIS stores it in ``tblClaim.Explanation``)
     explanation: str | None = None
+    #: documents sent with the claim (``Claim.supportingInfo``); not part of ``content_hash``
+    attachments: tuple[ClaimAttachment, ...] = ()
 
     @property
     def total(self) -> Decimal:

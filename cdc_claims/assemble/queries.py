@@ -171,6 +171,37 @@ SELECT o.obs_id, o.uuid, o.encounter_id, o.value_coded, c.uuid AS concept_uuid, 
  ORDER BY o.encounter_id, o.obs_id
 """
 
+# Concepts named by uuid or fully specified name (the mapping's documents), with that name.
+CONCEPTS_BY_UUID_OR_NAME = """
+SELECT c.concept_id, c.uuid, cn.name
+  FROM concept c
+  JOIN concept_name cn ON cn.concept_id = c.concept_id AND cn.concept_name_type = 'FULLY_SPECIFIED'
+   AND cn.voided = 0
+ WHERE c.uuid IN ({keys}) OR cn.name IN ({keys})
+ ORDER BY c.concept_id, cn.locale <> 'en', cn.concept_name_id
+"""
+
+# Documents of a visit (DATA_MODEL: Bahmni files an upload in an encounter of its own, e.g.
+# "Patient Document" or "RADIOLOGY", as an obs group of the document's concept whose member
+# obs of concept "Document" holds the file path under /home/bahmni/document_images); and complex
+# obs of the listed concepts (``value_complex`` "title|file" under OpenMRS's complex_obs).
+DOCUMENT_OBS = """
+SELECT o.uuid AS obs_uuid, e.uuid AS encounter_uuid, g.concept_id, o.value_text AS path,
+       'documents' AS store, o.obs_datetime AS recorded
+  FROM obs o
+  JOIN obs g ON g.obs_id = o.obs_group_id AND g.voided = 0
+  JOIN encounter e ON e.encounter_id = o.encounter_id AND e.voided = 0
+ WHERE e.visit_id = %s AND o.voided = 0 AND o.concept_id = %s AND g.concept_id IN ({ids})
+   AND o.value_text IS NOT NULL AND o.value_text <> ''
+UNION ALL
+SELECT o.uuid, e.uuid, o.concept_id, o.value_complex, 'complex_obs', o.obs_datetime
+  FROM obs o
+  JOIN encounter e ON e.encounter_id = o.encounter_id AND e.voided = 0
+ WHERE e.visit_id = %s AND o.voided = 0 AND o.concept_id IN ({ids})
+   AND o.value_complex IS NOT NULL AND o.value_complex <> ''
+ ORDER BY recorded, obs_uuid
+"""
+
 CONCEPT_TERMS = """
 SELECT m.concept_id, s.name, t.code
   FROM concept_reference_map m

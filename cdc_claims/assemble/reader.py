@@ -15,7 +15,9 @@ What "current" means (``shared/openmrs/DATA_MODEL.md`` §3-§5):
 * orders that are still in force: not voided, not a DISCONTINUE row, no non-voided child through
   ``previous_order_id`` (the child may sit in a later encounter of the visit);
 * procedures recorded as ``Operative Notes, Procedure`` obs (coded answers);
-* consultation lines derived from the encounter type (and visit type) by configuration.
+* consultation lines derived from the encounter type (and visit type) by configuration;
+* documents filed in the visit under the concepts the mapping attaches (where the file is, not
+  its content: :mod:`cdc_claims.assemble.documents` reads the bytes when the Claim is rendered).
 
 Metadata (concept ids of the diagnosis concepts, ICD source, insurance number type, order types,
 rank column) is resolved by uuid or name on first use and cached for the reader's lifetime.
@@ -41,6 +43,7 @@ from cdc_claims.assemble.model import (
     BillableLine,
     ClaimContext,
     Diagnosis,
+    DocumentRef,
     Encounter,
     LineKind,
     Location,
@@ -102,6 +105,9 @@ class ReaderConfig:
     procedure_obs_concepts: tuple[str, ...] = (OPERATIVE_NOTES_PROCEDURE,)
     consultations: tuple[ConsultationRuleLike, ...] = ()
     term_sources: tuple[str, ...] = ()  # concept source names whose terms lines carry (concept_terms rules)
+    #: concepts (uuid or name) documents are filed under; empty: no documents are read
+    document_concepts: tuple[str, ...] = ()
+    document_concept: str = "Document"  # the member obs holding a Bahmni upload's file path
     diagnosis_concepts: DiagnosisConcepts = field(default_factory=DiagnosisConcepts)
 
 
@@ -124,6 +130,9 @@ class _Meta:
     procedure_concepts: tuple[int, ...]
     term_sources: dict[int, str]
     consultation_concepts: dict[str, int]  # consultation rule concept uuid -> concept id
+    #: concept id -> (uuid, name) of each configured document concept
+    document_concepts: dict[int, tuple[str, str]] = field(default_factory=dict)
+    document_member: int | None = None  # concept id of Bahmni's "Document"
 
 
 @dataclass(frozen=True)
@@ -371,6 +380,8 @@ class OpenMrsReader:
                     f"concept source(s) named in concept_terms or reference_terms not found: {', '.join(missing)}"
                 )
 
+        document_concepts, document_member = _document_concepts(cur, cfg, problems)
+
         if problems:
             raise ConfigError("mapping does not match the OpenMRS database: " + "; ".join(problems))
         dx_concepts = DiagnosisObsConcepts(
@@ -395,6 +406,8 @@ class OpenMrsReader:
             procedure_concepts,
             term_sources,
             consultation_concepts,
+            document_concepts,
+            document_member,
         )
 
     # ---- assembling --------------------------------------------------------------------
@@ -452,6 +465,7 @@ class OpenMrsReader:
             lines = self._lines(cur, meta, uuids) + derive_consultations(
                 live, visit, self._config.consultations, meta.consultation_concepts
             )
+        documents = self._documents(cur, meta, visit.visit_id) if not voided and live else ()
         return ClaimContext(
             unit_kind=unit_kind,
             unit_uuid=unit_uuid,
@@ -461,7 +475,37 @@ class OpenMrsReader:
             diagnoses=diagnoses,
             lines=lines,
             read_at=datetime.now(UTC),
+            documents=documents,
         )
+
+    @staticmethod
+    def _documents(cur: pymysql.cursors.DictCursor, meta: _Meta, visit_id: int) -> tuple[DocumentRef, ...]:
+        """The visit's documents of the configured concepts: Bahmni saves an upload in an
+        encounter of its own, so an encounter's claim looks for them in its whole visit."""
+        if not meta.document_concepts:
+            return ()
+        ids = list(meta.document_concepts)
+        marks = placeholders(len(ids))
+        member = meta.document_member if meta.document_member is not None else -1
+        rows = _all(cur, q.DOCUMENT_OBS.format(ids=marks), [visit_id, member, *ids, visit_id, *ids])
+        out: list[DocumentRef] = []
+        for r in rows:
+            uuid, name = meta.document_concepts[int(r["concept_id"])]
+            path = str(r["path"])
+            if r["store"] == "complex_obs":  # "title|file name" (OpenMRS's complex obs handlers)
+                path = path.rsplit("|", 1)[-1]
+            out.append(
+                DocumentRef(
+                    obs_uuid=str(r["obs_uuid"]),
+                    encounter_uuid=str(r["encounter_uuid"]),
+                    concept_uuid=uuid,
+                    concept_name=name,
+                    store="complex_obs" if r["store"] == "complex_obs" else "documents",
+                    path=path.strip(),
+                    recorded=r["recorded"],
+                )
+            )
+        return tuple(out)
 
     def _patient(self, cur: pymysql.cursors.DictCursor, meta: _Meta, patient_id: int) -> Patient:
         row = _one(cur, q.PATIENT, (patient_id,))
@@ -596,6 +640,34 @@ class OpenMrsReader:
 
 
 # ---- helpers -----------------------------------------------------------------------------
+
+
+def _document_concepts(
+    cur: pymysql.cursors.DictCursor, cfg: ReaderConfig, problems: list[str]
+) -> tuple[dict[int, tuple[str, str]], int | None]:
+    """Concept ids of the mapping's document concepts (by uuid or name) and of Bahmni's
+    ``Document``; a concept the database lacks is a configuration problem, named."""
+    if not cfg.document_concepts:
+        return {}, None
+    keys = [*cfg.document_concepts, cfg.document_concept]
+    marks = placeholders(len(keys))
+    rows = _all(cur, q.CONCEPTS_BY_UUID_OR_NAME.format(keys=marks), [*keys, *keys])
+    by_key: dict[str, tuple[int, str, str]] = {}
+    for r in rows:  # first name per concept wins (English first)
+        entry = (int(r["concept_id"]), str(r["uuid"]), str(r["name"]))
+        by_key.setdefault(str(r["uuid"]), entry)
+        by_key.setdefault(str(r["name"]), entry)
+    concepts: dict[int, tuple[str, str]] = {}
+    for key in cfg.document_concepts:
+        if key in by_key:
+            concept_id, uuid, name = by_key[key]
+            concepts[concept_id] = (uuid, name)
+        else:
+            problems.append(f"attachments document concept {key!r} not found")
+    member = by_key.get(cfg.document_concept)
+    if member is None:
+        problems.append(f"attachments.document_concept {cfg.document_concept!r} not found")
+    return concepts, member[0] if member is not None else None
 
 
 def _one(cur: pymysql.cursors.DictCursor, sql: str, params: Sequence[Any]) -> Row | None:

@@ -8,7 +8,10 @@ that fails holds the claim with its :class:`~cdc_claims.errors.NotClaimable` rea
 3. ``unmapped_facility`` neither the encounter location nor its visit location (nor the visit's) is mapped;
 4. ``no_billable_lines`` nothing billable at all (a registration or lab-result encounter);
 5. ``unmapped_line``     a billable line has no openIMIS code: *every* one is listed, by kind and uuid;
-6. ``no_diagnosis``      no diagnosis left with an ICD code openIMIS knows (see :mod:`~cdc_claims.assemble.selection`).
+6. ``no_diagnosis``      no diagnosis left with an ICD code openIMIS knows (see :mod:`~cdc_claims.assemble.selection`);
+7. ``attachment_missing`` / ``attachment_unsupported``: a required document is not in the visit,
+   or a document to attach is of a type openIMIS does not keep (``attachments`` in the mapping).
+   Sizes are checked when the file is read (:mod:`cdc_claims.assemble.documents`).
 
 Claim code: ``<prefix><facility code>-<unit uuid hex>`` plus ``-R<n>`` for revision n > 0, at most
 50 characters; when too long, the hex part is cut from the right (deterministically).
@@ -28,6 +31,7 @@ from typing import Any, Protocol
 
 from cdc_claims.assemble.model import (
     BillableLine,
+    ClaimAttachment,
     ClaimContext,
     ClaimDraft,
     ClaimLine,
@@ -36,7 +40,7 @@ from cdc_claims.assemble.model import (
 )
 from cdc_claims.assemble.selection import consultation_rule, known_index, select_diagnoses
 from cdc_claims.errors import NotClaimable
-from cdc_claims.mapping.model import CLAIM_CODE_MAX, ClaimMapping, OpenImisRef, PricedRef
+from cdc_claims.mapping.model import ATTACHMENT_TYPES, CLAIM_CODE_MAX, ClaimMapping, OpenImisRef, PricedRef
 
 
 class CodeBook(Protocol):
@@ -90,6 +94,7 @@ def build_draft(
         dropped = "; ".join(f"{d.ref_uuid} ({d.why})" for d in selection.dropped) or "none recorded"
         raise NotClaimable("no_diagnosis", f"{ctx.unit_kind} {ctx.unit_uuid}: diagnoses: {dropped}")
 
+    attachments = _attachments(ctx, mapping)
     admin = _claim_admin(primary, mapping)
     insurance_number = ctx.patient.insurance_number
     start, end = _period(ctx, primary)
@@ -116,6 +121,7 @@ def build_draft(
         visit_id=ctx.visit.visit_id,
         encounter_id=primary.encounter_id if ctx.unit_kind == "encounter" else None,
         visit_type_id=None,
+        attachments=attachments,
     )
     return replace(draft, content_hash=content_hash(draft))
 
@@ -235,6 +241,44 @@ def _by_reference_term(
         if found is not None:
             return found
     return None
+
+
+def _attachments(ctx: ClaimContext, mapping: ClaimMapping) -> tuple[ClaimAttachment, ...]:
+    """The visit's documents the mapping attaches, in the mapping's order, then by time."""
+    section = mapping.attachments
+    if section is None:
+        return ()
+    out: list[ClaimAttachment] = []
+    for rule in section.documents:
+        found = [d for d in ctx.documents if rule.concept in (d.concept_uuid, d.concept_name)]
+        if not found:
+            if rule.required:
+                title = rule.title or rule.concept
+                raise NotClaimable(
+                    "attachment_missing", f"visit {ctx.visit.uuid} has no {title!r} document (concept {rule.concept})"
+                )
+            continue
+        for n, doc in enumerate(found, start=1):
+            suffix = doc.path[doc.path.rfind(".") :].lower() if "." in doc.path else ""
+            content_type = ATTACHMENT_TYPES.get(suffix)
+            if content_type is None:
+                raise NotClaimable(
+                    "attachment_unsupported",
+                    f"document obs {doc.obs_uuid} ({doc.concept_name}) is a {suffix or 'file without extension'}:"
+                    f" openIMIS keeps {', '.join(sorted(ATTACHMENT_TYPES))}",
+                )
+            title = rule.title or doc.concept_name
+            out.append(
+                ClaimAttachment(
+                    obs_uuid=doc.obs_uuid,
+                    title=title if len(found) == 1 else f"{title} ({n})",
+                    content_type=content_type,
+                    store=doc.store,
+                    path=doc.path,
+                    creation=doc.recorded.date(),
+                )
+            )
+    return tuple(out)
 
 
 def _describe(line: BillableLine) -> str:

@@ -25,6 +25,8 @@ Shape (see ``examples/mapping.yaml`` for a complete example)::
     consultations:   [{encounter_type: <uuid|name>, visit_type?: <uuid|name>, service: {code, price, uuid?}}]
     order_types:     {lab: [...], radiology: [...], procedure: [...]}   # uuid or name; drug = DrugOrder class
     procedure_obs_concepts: [concept uuid, ...]
+    attachments:     {max_bytes, max_total_bytes, document_concept: Document,
+                      documents: [{concept: <uuid|name>, title?, required: false}]}   # Claim.supportingInfo
 """
 
 from __future__ import annotations
@@ -98,6 +100,48 @@ class ReferenceTerms(_Strict):
     per concept or drug. Explicit ``concepts``/``drugs``/``concept_terms`` entries win."""
 
     source: str = Field(default="ExternalCode", min_length=1)  # openmrs-module-insuranceclaims' source
+
+
+#: openIMIS 1.10 keeps an attachment whose content type matches one of these (CONTRACT §4.1);
+#: a Bahmni document of another type is held as ``attachment_unsupported``, never sent.
+ATTACHMENT_TYPES: dict[str, str] = {
+    ".pdf": "application/pdf",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".txt": "text/plain",
+    ".doc": "application/msword",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+}
+
+
+class DocumentRule(_Strict):
+    """A kind of Bahmni document sent with the claim: the obs group concept a document is filed
+    under (a Bahmni upload: ``Discharge Summary``, a radiology test; a complex obs: its own concept)."""
+
+    concept: str = Field(min_length=1)  # uuid or fully specified name
+    title: str | None = Field(default=None, max_length=250)  # default: the concept's name
+    #: hold the claim as ``attachment_missing`` until such a document is in the visit
+    required: bool = False
+
+
+class AttachmentsSection(_Strict):
+    """Documents attached as ``Claim.supportingInfo`` (category ``attachment``), read from Bahmni's
+    document store. The limits keep one claim's POST (base64 adds a third) within what the
+    openHIM channel and openIMIS accept; a document above them holds the claim
+    (``attachment_too_large``) instead of being dropped silently."""
+
+    max_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    max_total_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    #: the concept of the obs that holds a Bahmni upload's file path (Bahmni's ``Document``)
+    document_concept: str = Field(default="Document", min_length=1)
+    documents: tuple[DocumentRule, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _limits(self) -> AttachmentsSection:
+        if self.max_total_bytes < self.max_bytes:
+            raise ValueError("max_total_bytes must be at least max_bytes")
+        return self
 
 
 class ConsultationRule(_Strict):
@@ -181,6 +225,7 @@ class ClaimMapping(_Strict):
     consultations: tuple[ConsultationRule, ...] = ()
     order_types: OrderTypesSection = OrderTypesSection()
     procedure_obs_concepts: tuple[str, ...] = (OPERATIVE_NOTES_PROCEDURE,)
+    attachments: AttachmentsSection | None = None
 
     _known_icd: frozenset[str] | None = PrivateAttr(default=None)
 
@@ -263,6 +308,13 @@ def _semantic_problems(mapping: ClaimMapping, base_dir: Path) -> list[str]:
         for i, value in enumerate(mapping.procedure_obs_concepts)
         if not is_uuid(value)
     ]
+    if mapping.attachments is not None:
+        concepts = [rule.concept for rule in mapping.attachments.documents]
+        problems += [
+            f"attachments.documents.{i}: {concept!r} is listed twice"
+            for i, concept in enumerate(concepts)
+            if concept in concepts[:i]
+        ]
     seen: set[tuple[str, str]] = set()
     for i, rule in enumerate(mapping.concept_terms):
         if (rule.source, rule.term) in seen:

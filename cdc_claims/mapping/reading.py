@@ -25,4 +25,6 @@ def reader_config(mapping: ClaimMapping) -> ReaderConfig:
         procedure_obs_concepts=mapping.procedure_obs_concepts,
         consultations=mapping.consultations,
         term_sources=tuple(sorted(mapping.term_sources())),
+        document_concepts=tuple(r.concept for r in mapping.attachments.documents) if mapping.attachments else (),
+        document_concept=mapping.attachments.document_concept if mapping.attachments else "Document",
     )
