@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cdc_claims import metrics, observability
+from cdc_claims.assemble.documents import LocalDocumentFiles
 from cdc_claims.assemble.reader import OpenMrsReader
 from cdc_claims.claim import FhirRenderer
 from cdc_claims.db import reader_connection_factory, writer_connection_factory
@@ -147,6 +148,21 @@ def build_reader(settings: Settings, mapping: ClaimMapping | None = None) -> Ope
     return reader
 
 
+def build_documents(settings: Settings, mapping: ClaimMapping) -> LocalDocumentFiles | None:
+    """The document store the renderer reads attachments from; None when the mapping attaches none."""
+    section = mapping.attachments
+    if section is None:
+        return None
+    if not settings.documents.dir.is_dir():
+        log.warning("document_store_missing", dir=str(settings.documents.dir), hint="CDC_CLAIMS_DOCUMENTS__DIR")
+    return LocalDocumentFiles(
+        settings.documents.dir,
+        settings.documents.complex_obs_dir,
+        max_bytes=section.max_bytes,
+        max_total_bytes=section.max_total_bytes,
+    )
+
+
 def build_claims(
     settings: Settings, publisher: KafkaPublisher, client: ClaimApi, *, fresh_policies: bool = False
 ) -> Claims:
@@ -162,7 +178,7 @@ def build_claims(
     service = ClaimService(
         reader=reader,
         build_draft=DraftBuilder(mapping, CatalogueCodeBook(payer.catalogue) if payer is not None else None),
-        renderer=FhirRenderer(),
+        renderer=FhirRenderer(build_documents(settings, mapping)),
         api=client,
         normalize=normalize,
         publisher=publisher,

@@ -117,6 +117,18 @@ class PayerSettings(BaseModel):
         return bool(self.url)
 
 
+class DocumentsSettings(BaseModel):
+    """Where Bahmni keeps the files of the documents a claim carries (mapping ``attachments``).
+
+    Mount them read-only: the sidecar only reads the files the mapping attaches, when it POSTs.
+    """
+
+    #: Bahmni's patient document store (``obs.value_text`` paths are relative to it).
+    dir: Path = Path("/home/bahmni/document_images")
+    #: OpenMRS's complex obs directory (``<application data>/complex_obs``); None: not read.
+    complex_obs_dir: Path | None = None
+
+
 class SettleSettings(BaseModel):
     mode: UnitKind = "encounter"
     #: Quiet period after the last committed change before an encounter is claimed. Five
@@ -188,6 +200,7 @@ class Settings(BaseSettings):
     desk: DeskSettings = DeskSettings()
     intake: IntakeSettings = IntakeSettings()
     payer: PayerSettings = PayerSettings()
+    documents: DocumentsSettings = DocumentsSettings()
     mapping_file: Path = Path("mapping.yaml")
     log_level: str = "INFO"
     metrics_port: int = 9464

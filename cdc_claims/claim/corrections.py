@@ -169,7 +169,8 @@ def follow_up(
 ) -> ClaimDraft:
     """A supplement (``<original>-S<n>``) or replacement (``<original>-R<n>``) holding only ``lines``,
     related to ``related_code`` (the original for a supplement, the rejected claim for a
-    replacement)."""
+    replacement). It carries no documents: they went with the original, where openIMIS's
+    reviewer finds them, and sending them again would store them twice."""
     suffix = f"-S{seq}" if kind == "supplement" else f"-R{seq}"
     numbered = tuple(replace(line, sequence=i) for i, line in enumerate(lines, start=1))
     what = "lines added after submission" if kind == "supplement" else "lines openIMIS rejected, corrected"
@@ -181,6 +182,7 @@ def follow_up(
         related_code=related_code,
         relationship="associated" if kind == "supplement" else "prior",
         explanation=f"{kind.capitalize()} to claim {related_code}: {what}",
+        attachments=(),
     )
     return replace(draft, content_hash=draft_hash(draft))
 

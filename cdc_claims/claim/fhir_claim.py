@@ -12,7 +12,10 @@ that are openIMIS quirks rather than FHIR:
   recomputes anyway;
 * at most 5 diagnoses, primary first, because openIMIS zips ``diagnosis[0..4]`` in array order
   into ``icd, icd_1..icd_4`` and ignores ``sequence`` (pitfall 11);
-* no ``contained`` resources: openIMIS would upsert them into its master data (pitfall 13).
+* no ``contained`` resources: openIMIS would upsert them into its master data (pitfall 13);
+* documents go as ``supportingInfo`` of category ``attachment`` with ``valueAttachment``
+  ``{contentType, data, title, creation}`` and **no** ``hash``: openIMIS 1.10 answers any hash
+  with a 500 (``'bytes' object has no attribute 'encode'``), verified on the sandbox.
 
 The output is validated with ``fhir.resources`` (R4B, see :mod:`cdc_claims.claim._fhir`) and
 returned as a plain JSON-able dict: the submitter posts it as is and the audit topic stores it
@@ -21,10 +24,13 @@ verbatim, so both see exactly the same bytes' worth of data.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from cdc_claims.assemble.model import ClaimDiagnosis, ClaimDraft, ClaimLine
+from cdc_claims.assemble.model import ClaimAttachment, ClaimDiagnosis, ClaimDraft, ClaimLine
 from cdc_claims.claim._fhir import (
     CLAIM_CODE_ALIAS_TYPE,
     CLAIM_CODE_TYPE,
@@ -69,13 +75,18 @@ def claim_diagnoses(draft: ClaimDraft) -> tuple[ClaimDiagnosis, ...]:
     return tuple(out[:MAX_DIAGNOSES])
 
 
-def render_claim(draft: ClaimDraft, *, currency: str | None = None) -> dict[str, Any]:
+def render_claim(draft: ClaimDraft, *, currency: str | None = None, files: Sequence[bytes] = ()) -> dict[str, Any]:
     """The FHIR Claim for ``draft``, validated, as a JSON-able dict (see :func:`render_validated_claim`)."""
-    return render_validated_claim(draft, currency=currency)[0]
+    return render_validated_claim(draft, currency=currency, files=files)[0]
 
 
-def render_validated_claim(draft: ClaimDraft, *, currency: str | None = None) -> tuple[dict[str, Any], Any]:
+def render_validated_claim(
+    draft: ClaimDraft, *, currency: str | None = None, files: Sequence[bytes] = ()
+) -> tuple[dict[str, Any], Any]:
     """The FHIR Claim for ``draft``, validated, as a JSON-able dict.
+
+    ``files`` are the contents of ``draft.attachments``, in order (read by the renderer's
+    document store); a draft with attachments and no files is a programming error.
 
     ``currency`` is optional because openIMIS ignores it; when given it is put on every
     ``unitPrice`` and on ``total`` alike, so the Claim never mixes currencies.
@@ -116,15 +127,56 @@ def render_validated_claim(draft: ClaimDraft, *, currency: str | None = None) ->
                 "relationship": {"coding": [{"system": RELATED_CLAIM_SYSTEM, "code": draft.relationship or "prior"}]},
             }
         ]
+    if len(files) != len(draft.attachments):
+        raise ClaimRenderError(
+            f"claim {draft.code!r}: {len(draft.attachments)} attachment(s) but {len(files)} file(s) read"
+        )
+    supporting: list[dict[str, Any]] = []
     if draft.explanation:
-        claim["supportingInfo"] = [
+        supporting.append(
             {
-                "sequence": 1,
                 "category": {"coding": [{"system": SUPPORTING_INFO_SYSTEM, "code": "explanation"}]},
                 "valueString": draft.explanation,
             }
-        ]
+        )
+    supporting += [_attachment(attachment, data) for attachment, data in zip(draft.attachments, files, strict=True)]
+    if supporting:
+        claim["supportingInfo"] = [{"sequence": i, **info} for i, info in enumerate(supporting, start=1)]
     return claim, validate_claim(claim)
+
+
+def _attachment(attachment: ClaimAttachment, data: bytes) -> dict[str, Any]:
+    return {
+        "category": {"coding": [{"system": SUPPORTING_INFO_SYSTEM, "code": "attachment"}]},
+        "valueAttachment": {
+            "contentType": attachment.content_type,
+            "data": base64.b64encode(data).decode("ascii"),
+            "title": attachment.title,
+            "creation": attachment.creation.isoformat(),
+        },
+    }
+
+
+def without_attachment_data(claim: dict[str, Any]) -> dict[str, Any]:
+    """``claim`` as the audit trail keeps it: each attachment's ``data`` replaced by its ``size``
+    and SHA-1 ``hash`` (FHIR's own fields), so the audit topic records which document went
+    with the claim without holding a copy of it. ``claim`` itself is not changed."""
+    infos = claim.get("supportingInfo")
+    if not infos or not any("valueAttachment" in info for info in infos):
+        return claim
+    slim: list[dict[str, Any]] = []
+    for info in infos:
+        value = info.get("valueAttachment")
+        if isinstance(value, dict) and "data" in value:
+            raw = base64.b64decode(value["data"])
+            kept = {k: v for k, v in value.items() if k != "data"}
+            # FHIR Attachment.hash is SHA-1 by definition: an identity, not a security measure
+            digest = hashlib.sha1(raw, usedforsecurity=False).digest()
+            kept |= {"size": len(raw), "hash": base64.b64encode(digest).decode("ascii")}
+            slim.append({**info, "valueAttachment": kept})
+        else:
+            slim.append(info)
+    return {**claim, "supportingInfo": slim}
 
 
 def _identifier(type_code: str, value: str) -> dict[str, Any]:
