@@ -112,8 +112,9 @@ class ConsumerRole:
         # not count toward their expiry (they would be handed out incomplete after the resume)
         self._closed_for = 0.0
         self._closed_since: float | None = None
-        # units held for a payer reason are looked at again on this timer (0: never)
-        self._recheck_every = settings.payer.recheck_seconds if settings.payer.enabled else 0.0
+        # units held for a reason that leaves no trace on them (a payer's, a missing document)
+        # are looked at again on this timer (0: never); one ledger SELECT per round
+        self._recheck_every = settings.payer.recheck_seconds
         self._next_recheck = clock() + self._recheck_every
 
     def _reset(self) -> None:
@@ -190,7 +191,7 @@ class ConsumerRole:
         for tx in self.buffer.expire(self._buffer_time(now), self._expire_after):
             log.warning("transaction_expired_incomplete", tx_id=tx.tx_id, rows=len(tx.rows))
             self._on_transaction(tx, now)
-        self._recheck_payer_held(self._clock())
+        self._recheck_held(self._clock())
         self._settle(self._clock())
         self._commit()
         self._regulate()
@@ -378,15 +379,16 @@ class ConsumerRole:
         else:
             self.offsets.done(tx.positions)
 
-    def _recheck_payer_held(self, now: float) -> None:
-        """Every ``payer.recheck_seconds``: units held for a policy or a pricelist go again, now."""
+    def _recheck_held(self, now: float) -> None:
+        """Every ``payer.recheck_seconds``: units held for a policy, a pricelist or a missing
+        document go again, now."""
         if self._recheck_every <= 0 or now < self._next_recheck:
             return
         self._next_recheck = now + self._recheck_every
         try:
-            units = list(self._lookups.payer_held_units())
+            units = list(self._lookups.held_units_to_recheck())
         except CdcClaimsError as err:  # the database is down: the next round tries again
-            log.warning("payer_recheck_skipped", error=str(err)[:200])
+            log.warning("held_recheck_skipped", error=str(err)[:200])
             return
         settled = now - self._settle_seconds  # nothing changed in OpenMRS: due at once
         for kind, unit_id in units:
@@ -395,7 +397,7 @@ class ConsumerRole:
             else:
                 self.settle.touch_visit(unit_id, settled)
         if units:
-            log.info("payer_recheck", units=len(units))
+            log.info("held_recheck", units=len(units))
 
     # ------------------------------------------------------------------ settle -> claims
     def _settle(self, now: float) -> None:

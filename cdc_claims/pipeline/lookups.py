@@ -15,6 +15,11 @@ from cdc_claims.payer.checks import PAYER_REASONS
 from cdc_claims.pipeline.ports import ClaimLedger, Directory
 from cdc_claims.settings import UnitKind
 
+#: held reasons whose fix leaves no trace on the unit itself, so it is looked at again on a timer:
+#: the payer's (a policy renewed, a pricelist line added in openIMIS) and a required document
+#: (Bahmni files an upload in an encounter of its own, which does not touch the held one)
+RECHECKED_REASONS = frozenset((*PAYER_REASONS, "attachment_missing"))
+
 
 @dataclass
 class ConsumerLookups:
@@ -44,12 +49,11 @@ class ConsumerLookups:
             return []
         return sorted(self.directory.encounter_ids(wanted).items())
 
-    def payer_held_units(self) -> list[tuple[UnitKind, int]]:
-        """(kind, id) of the units held for a payer reason: a policy renewed or a pricelist line
-        added in openIMIS leaves no trace in OpenMRS, so these are looked at again on a timer."""
+    def held_units_to_recheck(self) -> list[tuple[UnitKind, int]]:
+        """(kind, id) of the units held for a reason in :data:`RECHECKED_REASONS`."""
         out: list[tuple[UnitKind, int]] = []
         for entry in self.ledger.list_by_state([State.HELD]):
-            if entry.reason in PAYER_REASONS:
+            if entry.reason in RECHECKED_REASONS:
                 unit_id = self.directory.unit_id(entry.unit_kind, entry.unit_uuid)
                 if unit_id is not None:
                     out.append((entry.unit_kind, unit_id))

@@ -104,7 +104,7 @@ class Lookups:
     def patient_held_encounters(self, patient_ids: Iterable[int]) -> list[tuple[str, int]]:
         return []
 
-    def payer_held_units(self) -> list[tuple[UnitKind, int]]:
+    def held_units_to_recheck(self) -> list[tuple[UnitKind, int]]:
         return list(self.payer_held)
 
     def __init__(self) -> None:
@@ -470,10 +470,18 @@ def test_units_held_for_a_payer_reason_go_again_on_the_recheck_timer_and_only_th
     assert [(u.kind, u.id) for u in service.processed] == [("encounter", 42)]
 
 
-def test_without_openimis_api_nothing_is_rechecked() -> None:
-    r, _consumer, service, _sink, clock = role()
-    r._lookups.payer_held = [("encounter", 42)]  # type: ignore[attr-defined]
-    clock.now += 10_000
-    r.step()
-    r.drain()
-    assert service.processed == []
+def test_a_held_unit_is_rechecked_without_the_payer_api_too_and_never_with_a_zero_timer() -> None:
+    # a required document uploaded later lands in an encounter of its own: only the timer sees it
+    from cdc_claims.settings import PayerSettings
+
+    for seconds, expected in ((60.0, [("encounter", 42)]), (0.0, [])):
+        settings = Settings(payer=PayerSettings(recheck_seconds=seconds))
+        consumer, service, lookups, clock = FakeConsumer(), FakeService(), Lookups(), Clock()
+        r = ConsumerRole(
+            consumer=consumer, service=service, lookups=lookups, sink=Sink(), settings=settings, clock=clock
+        )
+        lookups.payer_held = [("encounter", 42)]
+        clock.now += 10_000
+        r.step()
+        r.drain()
+        assert [(u.kind, u.id) for u in service.processed] == expected, seconds
