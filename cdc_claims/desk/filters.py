@@ -51,6 +51,9 @@ HELD_GROUP_REASONS = (
     "not_in_pricelist",
     "price_above_pricelist",
     "unmapped_facility",
+    "attachment_missing",
+    "attachment_too_large",
+    "attachment_unsupported",
     "invalid_claim",
 )
 #: reasons a unit fails for: "failed:<reason>"

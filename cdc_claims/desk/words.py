@@ -87,6 +87,19 @@ REASON_WORDS: Mapping[str, tuple[str, str]] = {
         "Ask the patient to renew the policy with the scheme; the claim is re-checked by itself every few minutes"
         f" once openIMIS has it, or {_RERUN}",
     ),
+    "attachment_missing": (
+        "A document the scheme needs with this claim (e.g. a discharge summary) is not in the visit",
+        "Upload it in Bahmni's Patient Documents for this visit; the claim is re-checked by itself every few"
+        f" minutes, or {_RERUN}",
+    ),
+    "attachment_too_large": (
+        "A document to send with the claim is larger than the scheme accepts",
+        f"Upload a smaller copy (a PDF or a lower-resolution scan) in place of it in Bahmni, {_RERUN}",
+    ),
+    "attachment_unsupported": (
+        "A document to send with the claim is of a kind openIMIS does not keep",
+        f"Upload it as a PDF, PNG or JPEG in Bahmni, {_RERUN}",
+    ),
     "unreadable_response": (
         "openIMIS's answer could not be read against the claim",
         "Tell the administrator; then press Refresh status now, or Re-run",

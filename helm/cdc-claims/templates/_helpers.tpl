@@ -229,6 +229,23 @@ env:
   mountPath: {{ include "cdc-claims.caDir" .ctx }}
   readOnly: true
 {{- end }}
+{{- if $v.documents.existingClaim }}
+# Bahmni's document store: the files of the documents claims carry (read only)
+- name: documents
+  mountPath: {{ $v.documents.mountPath }}
+  {{- with $v.documents.subPath }}
+  subPath: {{ . }}
+  {{- end }}
+  readOnly: true
+{{- end }}
+{{- if $v.documents.complexObs.existingClaim }}
+- name: complex-obs
+  mountPath: {{ $v.documents.complexObs.mountPath }}
+  {{- with $v.documents.complexObs.subPath }}
+  subPath: {{ . }}
+  {{- end }}
+  readOnly: true
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -301,6 +318,18 @@ securityContext:
     defaultMode: 0444
     items:
       - {key: {{ $ca.key }}, path: ca.crt}
+{{- end }}
+{{- if and $usesHim $v.documents.existingClaim }}
+- name: documents
+  persistentVolumeClaim:
+    claimName: {{ $v.documents.existingClaim }}
+    readOnly: true
+{{- end }}
+{{- if and $usesHim $v.documents.complexObs.existingClaim }}
+- name: complex-obs
+  persistentVolumeClaim:
+    claimName: {{ $v.documents.complexObs.existingClaim }}
+    readOnly: true
 {{- end }}
 {{- end }}
 
