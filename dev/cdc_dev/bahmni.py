@@ -909,6 +909,45 @@ class BahmniSim:
                 s.add_order("procedure", proc)
         return s.result
 
+    def upload_document(
+        self, visit: VisitRef, document: str, path: str, *, encounter_type: str = "Patient Document"
+    ) -> ObsRef:
+        """What Bahmni's document upload writes (VisitDocumentController): the file is already in
+        ``/home/bahmni/document_images`` at ``path``; one transaction adds an encounter of
+        ``encounter_type`` to the visit with an obs group of the document's concept (``document``:
+        uuid or name, e.g. ``Discharge Summary``) whose member obs ``Document`` holds the path."""
+        with self._tx() as (cur, _):
+            m, now = self.meta(cur), self._now()
+            concept_ids = {}
+            for key in (document, "Document"):
+                cur.execute(
+                    "SELECT c.concept_id FROM concept c JOIN concept_name cn ON cn.concept_id = c.concept_id"
+                    " AND cn.concept_name_type = 'FULLY_SPECIFIED' WHERE c.uuid = %s OR cn.name = %s LIMIT 1",
+                    (key, key),
+                )
+                row = cur.fetchone()
+                if row is None:
+                    raise LookupError(f"concept {key!r} not found")
+                concept_ids[key] = int(row["concept_id"])
+            cur.execute("SELECT encounter_type_id FROM encounter_type WHERE name = %s", (encounter_type,))
+            type_row = cur.fetchone()
+            if type_row is None:
+                raise LookupError(f"encounter type {encounter_type!r} not found")
+            enc_uuid = _new_uuid()
+            location = self._location(cur, None)
+            row_values = [type_row["encounter_type_id"], visit.patient_id, location, now, m.user_id, now]
+            cur.execute(
+                "INSERT INTO encounter (encounter_type, patient_id, location_id, encounter_datetime, creator,"
+                " date_created, voided, visit_id, uuid) VALUES (%s, %s, %s, %s, %s, %s, 0, %s, %s)",
+                (*row_values, visit.visit_id, enc_uuid),
+            )
+            enc_id = int(cur.lastrowid)
+            session = Save(cur, m, now, visit, enc_id, enc_uuid, location, created=True)
+            group = session._insert_obs(concept_ids[document])
+            member = session._insert_obs(concept_ids["Document"], group=group.obs_id, value_text=path)
+            _event_record(cur, "Encounter", enc_uuid, now)
+        return member
+
     def _encounter_of(self, encounter_id: int) -> EncounterRef:
         with self._tx() as (cur, _):
             cur.execute(
