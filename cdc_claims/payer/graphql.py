@@ -108,13 +108,13 @@ class OpenImisGraphQL:
         started = time.perf_counter()
         medical: dict[tuple[Category, str], Medical] = {}
         for category, field in (("service", "medicalServices"), ("item", "medicalItems")):
-            for node in self._pages(_MEDICAL % (field, PAGE), field):
+            for node in self._pages(_MEDICAL % (field, PAGE), (field,)):
                 if not node.get("validityTo"):
                     entry = parse_medical(category, node)  # type: ignore[arg-type]
                     medical[(entry.category, entry.code)] = entry
         lists: dict[tuple[str, str], dict[str, Any]] = {}
         facilities: dict[str, Facility] = {}
-        for node in self._pages(_FACILITIES % PAGE, "healthFacilities"):
+        for node in self._pages(_FACILITIES % PAGE, ("healthFacilities",)):
             code = str(node["code"])
             if node.get("validityTo") or (wanted is not None and code not in wanted):
                 continue
@@ -131,10 +131,12 @@ class OpenImisGraphQL:
             )
         admins = {
             str(n["code"]): str(n["uuid"])
-            for n in self._pages(_CLAIM_ADMINS % PAGE, "claimAdmins")
+            for n in self._pages(_CLAIM_ADMINS % PAGE, ("claimAdmins",))
             if not n.get("validityTo")
         }
-        icd = frozenset(str(n["code"]) for n in self._pages(_DIAGNOSES % PAGE, "diagnoses") if not n.get("validityTo"))
+        icd = frozenset(
+            str(n["code"]) for n in self._pages(_DIAGNOSES % PAGE, ("diagnoses",)) if not n.get("validityTo")
+        )
         PAYER_LOOKUP_LATENCY.labels(what="catalogue").observe(time.perf_counter() - started)
         return Catalogue(facilities, medical, admins, icd, read_at=time.time())
 
@@ -155,31 +157,26 @@ class OpenImisGraphQL:
         key = (category, str(ref["uuid"]))
         if key not in seen:
             field = "itemsPricelists" if category == "item" else "servicesPricelists"
-            details = list(self._detail_pages(_PRICELIST % (field, PAGE, category), field, key[1]))
+            where = (field, "edges", 0, "node", "details")
+            details = list(self._pages(_PRICELIST % (field, PAGE, category), where, {"uuid": key[1]}))
             seen[key] = parse_pricelist(details, category)
         return seen[key]
 
-    def _pages(self, query: str, field: str) -> Iterator[dict[str, Any]]:
+    def _pages(
+        self, query: str, where: tuple[str | int, ...], variables: dict[str, Any] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every node of the connection at ``where`` in each answer, page after page.
+
+        One loop for all the paged reads: a top-level list (``("claimAdmins",)``) and a
+        pricelist's ``details``, which sit inside the one pricelist the query names
+        (``("itemsPricelists", "edges", 0, "node", "details")``).
+        """
         after: str | None = None
         while True:
-            conn = self.query(query, {"after": after}).get(field) or {}
+            conn = _at(self.query(query, {**(variables or {}), "after": after}), where)
             for edge in conn.get("edges") or []:
                 yield edge["node"]
             info = conn.get("pageInfo") or {}
-            if not info.get("hasNextPage"):
-                return
-            after = info.get("endCursor")
-
-    def _detail_pages(self, query: str, field: str, uuid: str) -> Iterator[dict[str, Any]]:
-        after: str | None = None
-        while True:
-            edges = (self.query(query, {"uuid": uuid, "after": after}).get(field) or {}).get("edges") or []
-            if not edges:
-                return
-            details = edges[0]["node"].get("details") or {}
-            for edge in details.get("edges") or []:
-                yield edge["node"]
-            info = details.get("pageInfo") or {}
             if not info.get("hasNextPage"):
                 return
             after = info.get("endCursor")
@@ -267,3 +264,14 @@ class OpenImisGraphQL:
         self._health.failed(DEPENDENCY, cause)
         log.warning("openimis_graphql_failed", cause=cause, error=str(err)[:300])
         return err
+
+
+def _at(data: Any, path: tuple[str | int, ...]) -> dict[str, Any]:
+    """The object at ``path`` (keys and list indexes) in a GraphQL answer; empty where anything
+    on the way is missing or null (no such pricelist, a null connection)."""
+    for step in path:
+        if isinstance(step, int):
+            data = data[step] if isinstance(data, list) and len(data) > step else None
+        else:
+            data = data.get(step) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from pydantic import SecretStr
 from test_claim_service import UNIT, World, _ctx, _draft, service
 
 from cdc_claims.assemble.model import ClaimDraft, ClaimLine
 from cdc_claims.errors import HELD_REASONS, TransientSubmitError
+from cdc_claims.health import DependencyHealth
 from cdc_claims.lifecycle import State
 from cdc_claims.mapping.model import parse_mapping
 from cdc_claims.payer.cache import CatalogueCache, PolicyCache
 from cdc_claims.payer.catalogue import Catalogue, Facility, Medical, Policy, covering, parse_policy, parse_pricelist
 from cdc_claims.payer.checks import PAYER_REASONS, PayerChecks, coverage_problem, pricelist_problem
 from cdc_claims.payer.compare import compare
+from cdc_claims.payer.graphql import OpenImisGraphQL
 from cdc_claims.pipeline.claim_service import ClaimService
+from cdc_claims.settings import PayerSettings
 
 A1 = "488d8bcb-5b88-438c-9077-f177f6f32626"
 ASPIRIN = "71efb78b-64ee-4a68-be29-87daf566eb20"
@@ -173,6 +181,106 @@ def test_a_policy_lookup_that_fails_propagates_so_the_unit_is_retried() -> None:
     checks = PayerChecks(Fixed(CATALOGUE), Policies(error=TransientSubmitError("openIMIS GraphQL answered 503")))
     with pytest.raises(TransientSubmitError):
         checks.check(draft(), "070707081")
+
+
+# ---------------------------------------------------------------------------- the GraphQL reader
+Answer = Callable[[str, dict[str, Any]], dict[str, Any]]
+PAYER = PayerSettings(url="http://openimis.test/api/", password=SecretStr("reader"))
+
+
+class FakeOpenImis:
+    """openIMIS's login, CSRF token and GraphQL endpoint; each query's ``data`` from ``answer``."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.asked: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/login/"):
+            return httpx.Response(200, json={"token": "jwt", "exp": time.time() + 3600})
+        body = json.loads(request.content)
+        if "getCsrfToken" in body["query"]:
+            return httpx.Response(200, json={"data": {"getCsrfToken": {"csrfToken": "csrf"}}})
+        self.asked.append((body["query"], body["variables"]))
+        return httpx.Response(200, json={"data": self.answer(body["query"], body["variables"])})
+
+    def client(self) -> OpenImisGraphQL:
+        return OpenImisGraphQL(PAYER, transport=httpx.MockTransport(self), health=DependencyHealth())
+
+
+def _connection(nodes: list[dict[str, Any]], after: str | None = None) -> dict[str, Any]:
+    """One page of a connection: more to come when ``after`` (its end cursor) is given."""
+    return {
+        "pageInfo": {"hasNextPage": after is not None, "endCursor": after},
+        "edges": [{"node": n} for n in nodes],
+    }
+
+
+def _medical(code: str, uuid: str, price: str) -> dict[str, Any]:
+    return {"code": code, "uuid": uuid, "name": code, "price": price, "validityTo": None}
+
+
+def _line(category: str, code: str, price: str) -> dict[str, Any]:
+    return {category: {"code": code, "uuid": code, "price": price, "validityTo": None}, "validityTo": None}
+
+
+def _openimis(query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    """A small openIMIS whose items and whose item pricelist's details each come in two pages."""
+    after = variables.get("after")
+    if "medicalServices(" in query:
+        return {"medicalServices": _connection([_medical("A1", A1, "400")])}
+    if "medicalItems(" in query:
+        page = [_medical("0002", "u-0002", "5")] if after == "i1" else [_medical("0001", ASPIRIN, "10")]
+        return {"medicalItems": _connection(page, None if after == "i1" else "i1")}
+    if "healthFacilities(" in query:
+        node = {
+            "uuid": HOSPITAL.uuid,
+            "code": "RAHOS001",
+            "name": "Rapta District Hospital",
+            "validityTo": None,
+            "servicesPricelist": {"uuid": "sp-1", "name": "Services"},
+            "itemsPricelist": {"uuid": "ip-1", "name": "Items"},
+        }
+        return {"healthFacilities": _connection([node])}
+    if "servicesPricelists(" in query:
+        pricelist = {"uuid": "sp-1", "name": "Services", "details": _connection([_line("service", "A1", "400")])}
+        return {"servicesPricelists": {"edges": [{"node": pricelist}]}}
+    if "itemsPricelists(" in query:
+        assert variables["uuid"] == "ip-1"
+        if after == "d1":
+            details = _connection([_line("item", "0002", "4")])
+        else:
+            details = _connection([_line("item", "0001", "10")], "d1")
+        return {"itemsPricelists": {"edges": [{"node": {"uuid": "ip-1", "name": "Items", "details": details}}]}}
+    if "claimAdmins(" in query:
+        return {"claimAdmins": _connection([{"code": "RHOS0011", "uuid": "598e43ca", "validityTo": None}])}
+    if "diagnoses(" in query:
+        return {"diagnoses": _connection([{"code": "A09", "validityTo": None}])}
+    raise AssertionError(f"unexpected query {query}")
+
+
+def test_the_catalogue_reads_every_page_of_a_list_and_of_a_pricelists_details() -> None:
+    openimis = FakeOpenImis(_openimis)
+    client = openimis.client()
+    catalogue = client.catalogue()
+    client.close()
+    assert {code for _, code in catalogue.medical} == {"A1", "0001", "0002"}
+    hospital = catalogue.facilities["RAHOS001"]
+    assert hospital.items == {"0001": Decimal(10), "0002": Decimal(4)}
+    assert hospital.services == {"A1": Decimal(400)}
+    details = [v for q, v in openimis.asked if "itemsPricelists(" in q]
+    assert details == [{"uuid": "ip-1", "after": None}, {"uuid": "ip-1", "after": "d1"}]
+
+
+def test_an_unknown_pricelist_has_no_lines() -> None:
+    def answer(query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        if "itemsPricelists(" in query:
+            return {"itemsPricelists": {"edges": []}}
+        return _openimis(query, variables)
+
+    client = FakeOpenImis(answer).client()
+    assert client.catalogue().facilities["RAHOS001"].items == {}
+    client.close()
 
 
 # ---------------------------------------------------------------------------- caches
