@@ -294,11 +294,12 @@ def test_policies_are_remembered_for_the_ttl_and_a_failure_is_not() -> None:
     source.found = [EXPIRED]
     assert cache.policies("A") == (EXPIRED,) and source.asked == ["A", "A"]
     source.error = TransientSubmitError("down")
-    cache.forget("A")
+    now[0] = 602.0  # past the ttl of what was read at 301
     with pytest.raises(TransientSubmitError):
         cache.policies("A")
     source.error = None
-    assert cache.policies("A") == (EXPIRED,)  # the failure left nothing behind
+    assert cache.policies("A") == (EXPIRED,)
+    assert source.asked == ["A", "A", "A", "A"]  # the failure left nothing behind: asked again
 
 
 def test_a_failed_catalogue_read_keeps_the_last_good_copy() -> None:
