@@ -108,7 +108,7 @@ class PayerSettings(BaseModel):
     #: Re-run claims held for a payer reason (a policy or a pricelist line added in openIMIS
     #: leaves no trace in OpenMRS) this often. 0: only by hand (``rerun-held``).
     recheck_seconds: float = Field(default=600.0, ge=0)
-    ca_bundle: Path | None = None
+    ca_bundle: Path | None = None  # extra CA to trust, besides the system CAs (cdc_claims.tls)
     verify_tls: bool = True
     timeout_seconds: float = 15.0
 

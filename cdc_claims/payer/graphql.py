@@ -44,6 +44,7 @@ from cdc_claims.payer.catalogue import (
     parse_pricelist,
 )
 from cdc_claims.settings import PayerSettings
+from cdc_claims.tls import server_verification
 
 log = get_logger(__name__)
 
@@ -88,9 +89,7 @@ class OpenImisGraphQL:
         self._graphql_url = root + "graphql"
         self._login_url = root + "api_fhir_r4/login/"
         self._credentials = {"username": settings.username, "password": settings.password.get_secret_value()}
-        verify: Any = str(settings.ca_bundle) if settings.ca_bundle is not None else settings.verify_tls
-        if not settings.verify_tls:
-            log.warning("tls_verification_disabled", url=root)
+        verify = server_verification(settings.verify_tls, settings.ca_bundle, "payer")
         self._http = httpx.Client(timeout=settings.timeout_seconds, verify=verify, transport=transport)
         self._health = health
         self._lock = threading.Lock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -14,10 +15,11 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 from test_claim_service import UNIT, World, _ctx, _draft, service
 
 from cdc_claims.assemble.model import ClaimDraft, ClaimLine
-from cdc_claims.errors import HELD_REASONS, TransientSubmitError
+from cdc_claims.errors import HELD_REASONS, ConfigError, TransientSubmitError
 from cdc_claims.health import DependencyHealth
 from cdc_claims.lifecycle import State
 from cdc_claims.mapping.model import parse_mapping
@@ -281,6 +283,63 @@ def test_an_unknown_pricelist_has_no_lines() -> None:
     client = FakeOpenImis(answer).client()
     assert client.catalogue().facilities["RAHOS001"].items == {}
     client.close()
+
+
+#: a self-signed CA of no use but to be told apart from the system CAs
+PRIVATE_CA = """-----BEGIN CERTIFICATE-----
+MIIBTzCB9aADAgECAhQyIOR6/oN7/oeuF3ii7iQASPTV4DAKBggqhkjOPQQDAjAd
+MRswGQYDVQQDDBJjZGMtY2xhaW1zIHRlc3QgQ0EwHhcNMjYwMTAxMDAwMDAwWhcN
+NDYwMTAxMDAwMDAwWjAdMRswGQYDVQQDDBJjZGMtY2xhaW1zIHRlc3QgQ0EwWTAT
+BgcqhkjOPQIBBggqhkjOPQMBBwNCAASWVVVXuRr5Rh0CFF1oqaDoujd1qbymAWFa
+d8sXCum0cq4Wck/cwjVvpkXrQMMg/4+FktFmspuDFyJUW5Mm1afooxMwETAPBgNV
+HRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0kAMEYCIQCA1/OosZXvj6MaxLDk0Zal
+Eie7fPhdkn/anU2sYaMJGgIhAPXzuPxbjFG8p+Cq1pXNsKYZPmFnaR2K7Jh0bFcQ
+//oS
+-----END CERTIFICATE-----
+"""
+
+
+def _verify_of(settings: PayerSettings, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The ``verify`` the payer client gives httpx."""
+    made: list[Any] = []
+    real = httpx.Client
+
+    def client(**kwargs: Any) -> httpx.Client:
+        made.append(kwargs["verify"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(httpx, "Client", client)
+    OpenImisGraphQL(settings, health=DependencyHealth()).close()
+    return made[0]
+
+
+def test_a_payer_ca_bundle_is_trusted_besides_the_system_cas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(PRIVATE_CA)
+    context = _verify_of(PAYER.model_copy(update={"ca_bundle": bundle}), monkeypatch)
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
+    subjects = [cert["subject"] for cert in context.get_ca_certs()]
+    assert ((("commonName", "cdc-claims test CA"),),) in subjects
+    assert len(subjects) > 1  # the system CAs are still there: a public certificate is still trusted
+
+
+def test_an_unreadable_payer_ca_bundle_stops_the_client_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"payer\.ca_bundle"):
+        OpenImisGraphQL(PAYER.model_copy(update={"ca_bundle": tmp_path / "missing.pem"}))
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    with pytest.raises(ConfigError, match=r"payer\.ca_bundle"):
+        OpenImisGraphQL(PAYER.model_copy(update={"ca_bundle": tmp_path / "junk.pem"}))
+
+
+def test_payer_tls_verification_off_is_off_even_with_a_bundle_and_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(PRIVATE_CA)
+    with capture_logs() as logs:
+        verify = _verify_of(PAYER.model_copy(update={"verify_tls": False, "ca_bundle": bundle}), monkeypatch)
+    assert verify is False
+    assert {"event": "tls_verification_disabled", "log_level": "warning", "setting": "payer.verify_tls"} in logs
 
 
 # ---------------------------------------------------------------------------- caches
