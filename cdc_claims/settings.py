@@ -93,7 +93,8 @@ class PayerSettings(BaseModel):
     #: ``api_fhir_r4/login/`` are under it. Empty: the checks are off.
     url: str = ""
     #: An openIMIS user with read rights on health facilities, pricelists, medical items and
-    #: services, claim admins, diagnoses and policies (no claim rights needed).
+    #: services, claim admins, diagnoses and policies (no claim rights needed); insurees too for
+    #: ``check-mapping --openimis`` when the mapping keeps ``openimis.insuree_uuids``.
     username: str = "cdc-claims-reader"
     password: SecretStr | None = None  # CDC_CLAIMS_PAYER__PASSWORD
     #: A line not in the facility's pricelist or priced above it: hold the claim, warn (send it

@@ -6,7 +6,7 @@ officer, not the claim admin, ``Coverage?patient=`` ignores the patient, and
 CoverageEligibilityRequest answers 500 (``openimis/CONTRACT.md`` §7). GraphQL has all of it:
 ``healthFacilities`` (with each facility's two pricelists), ``servicesPricelists`` /
 ``itemsPricelists`` with their lines, ``medicalServices`` / ``medicalItems``, ``claimAdmins``,
-``diagnoses`` and ``policiesByInsuree``.
+``diagnoses``, ``policiesByInsuree`` and, for ``check-mapping --openimis``, ``insurees``.
 
 Authentication, as openIMIS's own web app does it: a JWT from the FHIR login
 (``POST api_fhir_r4/login/``, re-done on expiry or a 401) and, because some queries check it
@@ -67,6 +67,9 @@ _DIAGNOSES = """query($after: String) { diagnoses(first: %d, after: $after) {
   pageInfo { hasNextPage endCursor } edges { node { code validityTo } } } }"""
 _POLICIES = """query($chfId: String!) { policiesByInsuree(chfId: $chfId) {
   edges { node { productCode status startDate effectiveDate expiryDate } } } }"""
+#: ``ignoreLocation``: a reader account bound to some districts would see no insuree outside them
+_INSUREES = """query($chfId: String!) { insurees(chfId: $chfId, ignoreLocation: true) {
+  edges { node { uuid chfId } } } }"""
 
 
 class OpenImisGraphQL:
@@ -146,6 +149,27 @@ class OpenImisGraphQL:
         PAYER_LOOKUP_LATENCY.labels(what="policies").observe(time.perf_counter() - started)
         edges = ((data.get("policiesByInsuree") or {}).get("edges")) or []
         return [parse_policy(edge["node"]) for edge in edges]
+
+    def insuree_uuids(self, chf_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
+        """Each CHF id's current insuree uuid(s) in openIMIS (empty: no such insuree), one
+        ``insurees(chfId:)`` query per CHF id; for ``check-mapping --openimis``, never on a
+        claim's path.
+
+        Only nodes whose ``chfId`` is the one asked count: a server that ignored the filter
+        would answer with the first page of all insurees, which must not read as a match. An
+        error answer names the CHF id: openIMIS refuses a number its own rules reject (length,
+        check digit) with an error, not with an empty list.
+        """
+        out: dict[str, tuple[str, ...]] = {}
+        for chf_id in chf_ids:
+            try:
+                data = self.query(_INSUREES, {"chfId": chf_id})
+            except UpstreamMisconfigured as err:
+                raise UpstreamMisconfigured(f"insuree {chf_id}: {err}") from err
+            edges = (data.get("insurees") or {}).get("edges") or []
+            nodes = [edge.get("node") or {} for edge in edges]
+            out[chf_id] = tuple(str(n["uuid"]) for n in nodes if n.get("chfId") == chf_id and n.get("uuid"))
+        return out
 
     # ------------------------------------------------------------------ plumbing
     def _pricelist(

@@ -19,14 +19,14 @@ from structlog.testing import capture_logs
 from test_claim_service import UNIT, World, _ctx, _draft, service
 
 from cdc_claims.assemble.model import ClaimDraft, ClaimLine
-from cdc_claims.errors import HELD_REASONS, ConfigError, TransientSubmitError
+from cdc_claims.errors import HELD_REASONS, ConfigError, TransientSubmitError, UpstreamMisconfigured
 from cdc_claims.health import DependencyHealth
 from cdc_claims.lifecycle import State
 from cdc_claims.mapping.model import parse_mapping
 from cdc_claims.payer.cache import CatalogueCache, PolicyCache
 from cdc_claims.payer.catalogue import Catalogue, Facility, Medical, Policy, covering, parse_policy, parse_pricelist
 from cdc_claims.payer.checks import PAYER_REASONS, PayerChecks, coverage_problem, pricelist_problem
-from cdc_claims.payer.compare import compare
+from cdc_claims.payer.compare import INSUREE, compare, insuree_findings
 from cdc_claims.payer.graphql import OpenImisGraphQL
 from cdc_claims.pipeline.claim_service import ClaimService
 from cdc_claims.settings import PayerSettings
@@ -499,3 +499,80 @@ def test_an_entry_off_one_mapped_facility_pricelist_is_named_for_that_facility(t
         "not in RAHC001's item pricelist (no pricelist)",
         "price 400 above RAHC001's pricelist 380: set price: 380",
     ]
+
+
+# ---------------------------------------------------------------------------- the insuree uuid cache
+INSUREE_070707081 = "7b00e6ec-e0f5-4d07-a8e0-ec00a4160e73"
+INSUREE_070707055 = "4d908777-50ff-44c3-81f2-48f27517c798"
+#: what openIMIS's ``insurees(chfId:)`` answers, CHF id -> uuids of its current insurees
+OPENIMIS_INSUREES = {"070707081": (INSUREE_070707081,), "070707055": (INSUREE_070707055,), "999999999": ()}
+
+
+def test_an_insuree_cache_that_agrees_with_openimis_has_no_finding(tmp_path: Path) -> None:
+    mapping = _mapping(
+        tmp_path,
+        openimis={
+            "claim_admin_default": {"code": "RHOS0011"},
+            "insuree_uuids": {"070707081": INSUREE_070707081, "070707055": INSUREE_070707055},
+        },
+    )
+    assert insuree_findings(mapping, OPENIMIS_INSUREES) == []
+    assert insuree_findings(_mapping(tmp_path), {}) == []  # no cache, nothing to compare
+
+
+def test_an_unknown_chf_id_and_a_wrong_insuree_uuid_block_with_their_fix(tmp_path: Path) -> None:
+    mapping = _mapping(
+        tmp_path,
+        openimis={
+            "claim_admin_default": {"code": "RHOS0011"},
+            "insuree_uuids": {"070707081": INSUREE_070707055, "999999999": INSUREE_070707081},
+        },
+    )
+    found = {(f.severity, f.topic, f.uuid, f.name, f.detail) for f in insuree_findings(mapping, OPENIMIS_INSUREES)}
+    assert found == {
+        (
+            "blocking",
+            INSUREE,
+            "openimis.insuree_uuids.070707081",
+            "070707081",
+            f"uuid is {INSUREE_070707055}: set it to {INSUREE_070707081}",
+        ),
+        (
+            "blocking",
+            INSUREE,
+            "openimis.insuree_uuids.999999999",
+            "999999999",
+            "no such insuree in openIMIS: remove the entry or enrol the insuree",
+        ),
+    }
+
+
+def test_the_insuree_look_up_asks_openimis_by_chf_id_in_every_district() -> None:
+    def answer(query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        assert "insurees(chfId: $chfId, ignoreLocation: true)" in query
+        chf_id = variables["chfId"]
+        nodes = [{"uuid": INSUREE_070707081, "chfId": "070707081"}] if chf_id == "070707081" else []
+        if chf_id == "ignored":  # a filter the server did not apply: all insurees, none of them this one
+            nodes = [{"uuid": INSUREE_070707055, "chfId": "070707055"}]
+        return {"insurees": {"edges": [{"node": n} for n in nodes]}}
+
+    openimis = FakeOpenImis(answer)
+    client = openimis.client()
+    found = client.insuree_uuids(["070707081", "999999999", "ignored"])
+    client.close()
+    assert found == {"070707081": (INSUREE_070707081,), "999999999": (), "ignored": ()}
+    assert [v for _, v in openimis.asked] == [{"chfId": "070707081"}, {"chfId": "999999999"}, {"chfId": "ignored"}]
+
+
+def test_an_error_answer_for_an_insuree_names_its_chf_id() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/login/"):
+            return httpx.Response(200, json={"token": "jwt", "exp": time.time() + 3600})
+        if "getCsrfToken" in json.loads(request.content)["query"]:
+            return httpx.Response(200, json={"data": {"getCsrfToken": {"csrfToken": "csrf"}}})
+        return httpx.Response(200, json={"errors": [{"message": "Invalid insuree number length 13"}]})
+
+    client = OpenImisGraphQL(PAYER, transport=httpx.MockTransport(refuse), health=DependencyHealth())
+    with pytest.raises(UpstreamMisconfigured, match=r"insuree 0707070810000: .*Invalid insuree number"):
+        client.insuree_uuids(["0707070810000"])
+    client.close()
