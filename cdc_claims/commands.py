@@ -29,7 +29,7 @@ from cdc_claims.desk.auth import user_line
 from cdc_claims.errors import CdcClaimsError, ConfigError
 from cdc_claims.mapping.check import Report, render_text
 from cdc_claims.mapping.check import check_mapping as run_check
-from cdc_claims.payer.compare import compare, reference_term_findings
+from cdc_claims.payer.compare import compare, insuree_findings, reference_term_findings
 from cdc_claims.settings import Settings
 
 
@@ -54,8 +54,8 @@ def _done(result: ActionResult) -> int:
 
 def check_mapping(settings: Settings, *, openimis: bool = False) -> int:
     """What the database uses that the mapping lacks; with ``openimis``, also every entry that
-    disagrees with the live openIMIS (codes, uuids, pricelists, prices). Exit 1 when something
-    would block claims, 2 when openIMIS could not be read."""
+    disagrees with the live openIMIS (codes, uuids, pricelists, prices, insuree uuids). Exit 1
+    when something would block claims, 2 when openIMIS could not be read."""
     from cdc_claims import roles  # here, not at the top: roles loads the Kafka client, which this never needs
 
     mapping = roles.load(settings)
@@ -70,15 +70,20 @@ def check_mapping(settings: Settings, *, openimis: bool = False) -> int:
                 "check-mapping --openimis needs openIMIS's API: set CDC_CLAIMS_PAYER__URL (and __PASSWORD)"
             )
         client = roles.payer_client(settings)
+        cached = mapping.openimis.insuree_uuids
         try:
             _say(f"reading the catalogue from openIMIS ({settings.payer.url}) ...")
             catalogue = client.catalogue()
+            if cached:
+                _say(f"looking up the {len(cached)} insuree(s) of openimis.insuree_uuids ...")
+            insurees = client.insuree_uuids(cached)
         except CdcClaimsError as err:
             print(f"cdc-claims: cannot read openIMIS: {err}", file=sys.stderr)
             return 2
         finally:
             client.close()
         found = compare(mapping, catalogue) + reference_term_findings(report.findings, catalogue)
+        found += insuree_findings(mapping, insurees)
         report = Report(report.findings + tuple(found))
     print(render_text(report), end="")
     return 0 if report.ok else 1

@@ -93,7 +93,8 @@ class PayerSettings(BaseModel):
     #: ``api_fhir_r4/login/`` are under it. Empty: the checks are off.
     url: str = ""
     #: An openIMIS user with read rights on health facilities, pricelists, medical items and
-    #: services, claim admins, diagnoses and policies (no claim rights needed).
+    #: services, claim admins, diagnoses and policies (no claim rights needed); insurees too for
+    #: ``check-mapping --openimis`` when the mapping keeps ``openimis.insuree_uuids``.
     username: str = "cdc-claims-reader"
     password: SecretStr | None = None  # CDC_CLAIMS_PAYER__PASSWORD
     #: A line not in the facility's pricelist or priced above it: hold the claim, warn (send it
@@ -108,7 +109,7 @@ class PayerSettings(BaseModel):
     #: Re-run claims held for a payer reason (a policy or a pricelist line added in openIMIS
     #: leaves no trace in OpenMRS) this often. 0: only by hand (``rerun-held``).
     recheck_seconds: float = Field(default=600.0, ge=0)
-    ca_bundle: Path | None = None
+    ca_bundle: Path | None = None  # extra CA to trust, besides the system CAs (cdc_claims.tls)
     verify_tls: bool = True
     timeout_seconds: float = 15.0
 

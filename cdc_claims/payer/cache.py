@@ -95,8 +95,3 @@ class PolicyCache:
         with self._lock:
             self._memory.put(insurance_number, (now, found))
         return found
-
-    def forget(self, insurance_number: str) -> None:
-        """Ask openIMIS again next time (a re-run of a claim held for its policy)."""
-        with self._lock:
-            self._memory.pop(insurance_number)

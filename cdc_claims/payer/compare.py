@@ -6,12 +6,14 @@ LIST) after it went out. Each entry is compared with the catalogue, per mapped f
 each finding says the fix. *Blocking* findings would hold or break claims (unknown code, uuid
 of another object, not in the facility's pricelist, priced above it, ICD code openIMIS lacks);
 *info* findings do not (priced below the list: openIMIS pays what is asked).
-Pure: the catalogue comes in read (:mod:`cdc_claims.payer.graphql`).
+The insuree uuid cache (``openimis.insuree_uuids``) is compared with the uuids openIMIS has for
+its CHF ids (:func:`insuree_findings`): a claim names its patient by that uuid.
+Pure: the catalogue and the insurees come in read (:mod:`cdc_claims.payer.graphql`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from cdc_claims.mapping.check import REFERENCE_TERM_ITEM, REFERENCE_TERM_LINE, Finding
@@ -19,6 +21,7 @@ from cdc_claims.mapping.model import ClaimMapping, OpenImisRef, PricedRef
 from cdc_claims.payer.catalogue import Catalogue, Category
 
 _FACILITY = "openimis facility"
+INSUREE = "openimis insuree"
 
 
 @dataclass(frozen=True)
@@ -152,4 +155,25 @@ def reference_term_findings(findings: Iterable[Finding], catalogue: Catalogue) -
         kinds: tuple[Category, ...] = ("item",) if f.topic == REFERENCE_TERM_ITEM else ("service", "item")
         if not any(catalogue.entry(kind, code) for kind in kinds):
             out.append(Finding("blocking", f.topic, f.uuid, f.name, f.count, f"{f.detail}: no such code in openIMIS"))
+    return out
+
+
+def insuree_findings(mapping: ClaimMapping, known: Mapping[str, Iterable[str]]) -> list[Finding]:
+    """Entries of ``openimis.insuree_uuids`` (CHF id -> uuid, kept by hand) that openIMIS
+    contradicts; ``known``: the uuids of openIMIS's current insurees with each CHF id.
+
+    A claim's patient is that uuid: an insuree openIMIS does not know makes the claim be
+    refused, a uuid of another insuree would bill the wrong person. Both block.
+    """
+    out: list[Finding] = []
+    for chf_id, uuid in mapping.openimis.insuree_uuids.items():
+        path = f"openimis.insuree_uuids.{chf_id}"
+        found = sorted(known.get(chf_id, ()))
+        if not found:
+            out.append(
+                _block(INSUREE, path, chf_id, "no such insuree in openIMIS: remove the entry or enrol the insuree")
+            )
+        elif uuid not in found:
+            right = found[0] if len(found) == 1 else f"one of {', '.join(found)}"
+            out.append(_block(INSUREE, path, chf_id, f"uuid is {uuid}: set it to {right}"))
     return out

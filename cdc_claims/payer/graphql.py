@@ -6,7 +6,7 @@ officer, not the claim admin, ``Coverage?patient=`` ignores the patient, and
 CoverageEligibilityRequest answers 500 (``openimis/CONTRACT.md`` §7). GraphQL has all of it:
 ``healthFacilities`` (with each facility's two pricelists), ``servicesPricelists`` /
 ``itemsPricelists`` with their lines, ``medicalServices`` / ``medicalItems``, ``claimAdmins``,
-``diagnoses`` and ``policiesByInsuree``.
+``diagnoses``, ``policiesByInsuree`` and, for ``check-mapping --openimis``, ``insurees``.
 
 Authentication, as openIMIS's own web app does it: a JWT from the FHIR login
 (``POST api_fhir_r4/login/``, re-done on expiry or a 401) and, because some queries check it
@@ -44,6 +44,7 @@ from cdc_claims.payer.catalogue import (
     parse_pricelist,
 )
 from cdc_claims.settings import PayerSettings
+from cdc_claims.tls import server_verification
 
 log = get_logger(__name__)
 
@@ -66,6 +67,9 @@ _DIAGNOSES = """query($after: String) { diagnoses(first: %d, after: $after) {
   pageInfo { hasNextPage endCursor } edges { node { code validityTo } } } }"""
 _POLICIES = """query($chfId: String!) { policiesByInsuree(chfId: $chfId) {
   edges { node { productCode status startDate effectiveDate expiryDate } } } }"""
+#: ``ignoreLocation``: a reader account bound to some districts would see no insuree outside them
+_INSUREES = """query($chfId: String!) { insurees(chfId: $chfId, ignoreLocation: true) {
+  edges { node { uuid chfId } } } }"""
 
 
 class OpenImisGraphQL:
@@ -88,9 +92,7 @@ class OpenImisGraphQL:
         self._graphql_url = root + "graphql"
         self._login_url = root + "api_fhir_r4/login/"
         self._credentials = {"username": settings.username, "password": settings.password.get_secret_value()}
-        verify: Any = str(settings.ca_bundle) if settings.ca_bundle is not None else settings.verify_tls
-        if not settings.verify_tls:
-            log.warning("tls_verification_disabled", url=root)
+        verify = server_verification(settings.verify_tls, settings.ca_bundle, "payer")
         self._http = httpx.Client(timeout=settings.timeout_seconds, verify=verify, transport=transport)
         self._health = health
         self._lock = threading.Lock()
@@ -108,13 +110,13 @@ class OpenImisGraphQL:
         started = time.perf_counter()
         medical: dict[tuple[Category, str], Medical] = {}
         for category, field in (("service", "medicalServices"), ("item", "medicalItems")):
-            for node in self._pages(_MEDICAL % (field, PAGE), field):
+            for node in self._pages(_MEDICAL % (field, PAGE), (field,)):
                 if not node.get("validityTo"):
                     entry = parse_medical(category, node)  # type: ignore[arg-type]
                     medical[(entry.category, entry.code)] = entry
         lists: dict[tuple[str, str], dict[str, Any]] = {}
         facilities: dict[str, Facility] = {}
-        for node in self._pages(_FACILITIES % PAGE, "healthFacilities"):
+        for node in self._pages(_FACILITIES % PAGE, ("healthFacilities",)):
             code = str(node["code"])
             if node.get("validityTo") or (wanted is not None and code not in wanted):
                 continue
@@ -131,10 +133,12 @@ class OpenImisGraphQL:
             )
         admins = {
             str(n["code"]): str(n["uuid"])
-            for n in self._pages(_CLAIM_ADMINS % PAGE, "claimAdmins")
+            for n in self._pages(_CLAIM_ADMINS % PAGE, ("claimAdmins",))
             if not n.get("validityTo")
         }
-        icd = frozenset(str(n["code"]) for n in self._pages(_DIAGNOSES % PAGE, "diagnoses") if not n.get("validityTo"))
+        icd = frozenset(
+            str(n["code"]) for n in self._pages(_DIAGNOSES % PAGE, ("diagnoses",)) if not n.get("validityTo")
+        )
         PAYER_LOOKUP_LATENCY.labels(what="catalogue").observe(time.perf_counter() - started)
         return Catalogue(facilities, medical, admins, icd, read_at=time.time())
 
@@ -146,6 +150,27 @@ class OpenImisGraphQL:
         edges = ((data.get("policiesByInsuree") or {}).get("edges")) or []
         return [parse_policy(edge["node"]) for edge in edges]
 
+    def insuree_uuids(self, chf_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
+        """Each CHF id's current insuree uuid(s) in openIMIS (empty: no such insuree), one
+        ``insurees(chfId:)`` query per CHF id; for ``check-mapping --openimis``, never on a
+        claim's path.
+
+        Only nodes whose ``chfId`` is the one asked count: a server that ignored the filter
+        would answer with the first page of all insurees, which must not read as a match. An
+        error answer names the CHF id: openIMIS refuses a number its own rules reject (length,
+        check digit) with an error, not with an empty list.
+        """
+        out: dict[str, tuple[str, ...]] = {}
+        for chf_id in chf_ids:
+            try:
+                data = self.query(_INSUREES, {"chfId": chf_id})
+            except UpstreamMisconfigured as err:
+                raise UpstreamMisconfigured(f"insuree {chf_id}: {err}") from err
+            edges = (data.get("insurees") or {}).get("edges") or []
+            nodes = [edge.get("node") or {} for edge in edges]
+            out[chf_id] = tuple(str(n["uuid"]) for n in nodes if n.get("chfId") == chf_id and n.get("uuid"))
+        return out
+
     # ------------------------------------------------------------------ plumbing
     def _pricelist(
         self, ref: dict[str, Any] | None, category: Category, seen: dict[tuple[str, str], dict[str, Any]]
@@ -155,31 +180,26 @@ class OpenImisGraphQL:
         key = (category, str(ref["uuid"]))
         if key not in seen:
             field = "itemsPricelists" if category == "item" else "servicesPricelists"
-            details = list(self._detail_pages(_PRICELIST % (field, PAGE, category), field, key[1]))
+            where = (field, "edges", 0, "node", "details")
+            details = list(self._pages(_PRICELIST % (field, PAGE, category), where, {"uuid": key[1]}))
             seen[key] = parse_pricelist(details, category)
         return seen[key]
 
-    def _pages(self, query: str, field: str) -> Iterator[dict[str, Any]]:
+    def _pages(
+        self, query: str, where: tuple[str | int, ...], variables: dict[str, Any] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every node of the connection at ``where`` in each answer, page after page.
+
+        One loop for all the paged reads: a top-level list (``("claimAdmins",)``) and a
+        pricelist's ``details``, which sit inside the one pricelist the query names
+        (``("itemsPricelists", "edges", 0, "node", "details")``).
+        """
         after: str | None = None
         while True:
-            conn = self.query(query, {"after": after}).get(field) or {}
+            conn = _at(self.query(query, {**(variables or {}), "after": after}), where)
             for edge in conn.get("edges") or []:
                 yield edge["node"]
             info = conn.get("pageInfo") or {}
-            if not info.get("hasNextPage"):
-                return
-            after = info.get("endCursor")
-
-    def _detail_pages(self, query: str, field: str, uuid: str) -> Iterator[dict[str, Any]]:
-        after: str | None = None
-        while True:
-            edges = (self.query(query, {"uuid": uuid, "after": after}).get(field) or {}).get("edges") or []
-            if not edges:
-                return
-            details = edges[0]["node"].get("details") or {}
-            for edge in details.get("edges") or []:
-                yield edge["node"]
-            info = details.get("pageInfo") or {}
             if not info.get("hasNextPage"):
                 return
             after = info.get("endCursor")
@@ -267,3 +287,14 @@ class OpenImisGraphQL:
         self._health.failed(DEPENDENCY, cause)
         log.warning("openimis_graphql_failed", cause=cause, error=str(err)[:300])
         return err
+
+
+def _at(data: Any, path: tuple[str | int, ...]) -> dict[str, Any]:
+    """The object at ``path`` (keys and list indexes) in a GraphQL answer; empty where anything
+    on the way is missing or null (no such pricelist, a null connection)."""
+    for step in path:
+        if isinstance(step, int):
+            data = data[step] if isinstance(data, list) and len(data) > step else None
+        else:
+            data = data.get(step) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}

@@ -20,6 +20,7 @@ import httpx
 from cdc_claims.errors import AuthenticationFailed, ConfigError, TransientSubmitError
 from cdc_claims.log import get_logger
 from cdc_claims.settings import OpenHimSettings
+from cdc_claims.tls import server_verification
 
 log = get_logger(__name__)
 
@@ -121,27 +122,18 @@ def build_auth(settings: OpenHimSettings) -> httpx.Auth | None:
 
 
 def tls_context(settings: OpenHimSettings) -> ssl.SSLContext | bool:
-    """Verification on (system CAs via certifi, plus ``ca_bundle``); a client certificate for mtls.
-
-    ``verify_tls=False`` switches verification off, loudly.
-    """
-    if not settings.verify_tls:
-        log.warning("tls_verification_disabled", base_url=settings.base_url)
-        if settings.auth != "mtls":
-            return False
+    """The server check of :func:`cdc_claims.tls.server_verification` (system CAs plus
+    ``ca_bundle``; ``verify_tls=False`` switches it off, loudly) and, for mtls, the client
+    certificate, which is the credential even when the server is not checked."""
+    context = server_verification(settings.verify_tls, settings.ca_bundle, "openhim")
+    if settings.auth != "mtls" or settings.client_cert is None or settings.client_key is None:
+        return context
+    if context is False:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    else:
-        context = httpx.create_ssl_context()
-        if settings.ca_bundle is not None:
-            try:
-                context.load_verify_locations(cafile=str(settings.ca_bundle))
-            except (OSError, ssl.SSLError) as err:
-                raise ConfigError(f"cannot load openhim.ca_bundle {settings.ca_bundle}: {err}") from err
-    if settings.auth == "mtls" and settings.client_cert is not None and settings.client_key is not None:
-        try:
-            context.load_cert_chain(str(settings.client_cert), str(settings.client_key))
-        except (OSError, ssl.SSLError) as err:
-            raise ConfigError(f"cannot load the mtls client certificate/key: {err}") from err
+    try:
+        context.load_cert_chain(str(settings.client_cert), str(settings.client_key))
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(f"cannot load the mtls client certificate/key: {err}") from err
     return context

@@ -93,7 +93,7 @@ def test_cycle_finder_finds_one() -> None:
 #: seam, the lifecycle table...) is shared by all; the composition root sits on top.
 LAYERS: list[set[str]] = [
     {"errors", "settings", "log", "lru", "failpoints"},
-    {"metrics", "lifecycle", "health", "db", "observability"},
+    {"metrics", "lifecycle", "health", "db", "observability", "tls"},
     {"capture", "settle"},
     {"assemble"},
     {"mapping"},

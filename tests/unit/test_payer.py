@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import json
+import ssl
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from pydantic import SecretStr
+from structlog.testing import capture_logs
 from test_claim_service import UNIT, World, _ctx, _draft, service
 
 from cdc_claims.assemble.model import ClaimDraft, ClaimLine
-from cdc_claims.errors import HELD_REASONS, TransientSubmitError
+from cdc_claims.errors import HELD_REASONS, ConfigError, TransientSubmitError, UpstreamMisconfigured
+from cdc_claims.health import DependencyHealth
 from cdc_claims.lifecycle import State
 from cdc_claims.mapping.model import parse_mapping
 from cdc_claims.payer.cache import CatalogueCache, PolicyCache
 from cdc_claims.payer.catalogue import Catalogue, Facility, Medical, Policy, covering, parse_policy, parse_pricelist
 from cdc_claims.payer.checks import PAYER_REASONS, PayerChecks, coverage_problem, pricelist_problem
-from cdc_claims.payer.compare import compare
+from cdc_claims.payer.compare import INSUREE, compare, insuree_findings
+from cdc_claims.payer.graphql import OpenImisGraphQL
 from cdc_claims.pipeline.claim_service import ClaimService
+from cdc_claims.settings import PayerSettings
 
 A1 = "488d8bcb-5b88-438c-9077-f177f6f32626"
 ASPIRIN = "71efb78b-64ee-4a68-be29-87daf566eb20"
@@ -175,6 +185,163 @@ def test_a_policy_lookup_that_fails_propagates_so_the_unit_is_retried() -> None:
         checks.check(draft(), "070707081")
 
 
+# ---------------------------------------------------------------------------- the GraphQL reader
+Answer = Callable[[str, dict[str, Any]], dict[str, Any]]
+PAYER = PayerSettings(url="http://openimis.test/api/", password=SecretStr("reader"))
+
+
+class FakeOpenImis:
+    """openIMIS's login, CSRF token and GraphQL endpoint; each query's ``data`` from ``answer``."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.asked: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/login/"):
+            return httpx.Response(200, json={"token": "jwt", "exp": time.time() + 3600})
+        body = json.loads(request.content)
+        if "getCsrfToken" in body["query"]:
+            return httpx.Response(200, json={"data": {"getCsrfToken": {"csrfToken": "csrf"}}})
+        self.asked.append((body["query"], body["variables"]))
+        return httpx.Response(200, json={"data": self.answer(body["query"], body["variables"])})
+
+    def client(self) -> OpenImisGraphQL:
+        return OpenImisGraphQL(PAYER, transport=httpx.MockTransport(self), health=DependencyHealth())
+
+
+def _connection(nodes: list[dict[str, Any]], after: str | None = None) -> dict[str, Any]:
+    """One page of a connection: more to come when ``after`` (its end cursor) is given."""
+    return {
+        "pageInfo": {"hasNextPage": after is not None, "endCursor": after},
+        "edges": [{"node": n} for n in nodes],
+    }
+
+
+def _medical(code: str, uuid: str, price: str) -> dict[str, Any]:
+    return {"code": code, "uuid": uuid, "name": code, "price": price, "validityTo": None}
+
+
+def _line(category: str, code: str, price: str) -> dict[str, Any]:
+    return {category: {"code": code, "uuid": code, "price": price, "validityTo": None}, "validityTo": None}
+
+
+def _openimis(query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    """A small openIMIS whose items and whose item pricelist's details each come in two pages."""
+    after = variables.get("after")
+    if "medicalServices(" in query:
+        return {"medicalServices": _connection([_medical("A1", A1, "400")])}
+    if "medicalItems(" in query:
+        page = [_medical("0002", "u-0002", "5")] if after == "i1" else [_medical("0001", ASPIRIN, "10")]
+        return {"medicalItems": _connection(page, None if after == "i1" else "i1")}
+    if "healthFacilities(" in query:
+        node = {
+            "uuid": HOSPITAL.uuid,
+            "code": "RAHOS001",
+            "name": "Rapta District Hospital",
+            "validityTo": None,
+            "servicesPricelist": {"uuid": "sp-1", "name": "Services"},
+            "itemsPricelist": {"uuid": "ip-1", "name": "Items"},
+        }
+        return {"healthFacilities": _connection([node])}
+    if "servicesPricelists(" in query:
+        pricelist = {"uuid": "sp-1", "name": "Services", "details": _connection([_line("service", "A1", "400")])}
+        return {"servicesPricelists": {"edges": [{"node": pricelist}]}}
+    if "itemsPricelists(" in query:
+        assert variables["uuid"] == "ip-1"
+        if after == "d1":
+            details = _connection([_line("item", "0002", "4")])
+        else:
+            details = _connection([_line("item", "0001", "10")], "d1")
+        return {"itemsPricelists": {"edges": [{"node": {"uuid": "ip-1", "name": "Items", "details": details}}]}}
+    if "claimAdmins(" in query:
+        return {"claimAdmins": _connection([{"code": "RHOS0011", "uuid": "598e43ca", "validityTo": None}])}
+    if "diagnoses(" in query:
+        return {"diagnoses": _connection([{"code": "A09", "validityTo": None}])}
+    raise AssertionError(f"unexpected query {query}")
+
+
+def test_the_catalogue_reads_every_page_of_a_list_and_of_a_pricelists_details() -> None:
+    openimis = FakeOpenImis(_openimis)
+    client = openimis.client()
+    catalogue = client.catalogue()
+    client.close()
+    assert {code for _, code in catalogue.medical} == {"A1", "0001", "0002"}
+    hospital = catalogue.facilities["RAHOS001"]
+    assert hospital.items == {"0001": Decimal(10), "0002": Decimal(4)}
+    assert hospital.services == {"A1": Decimal(400)}
+    details = [v for q, v in openimis.asked if "itemsPricelists(" in q]
+    assert details == [{"uuid": "ip-1", "after": None}, {"uuid": "ip-1", "after": "d1"}]
+
+
+def test_an_unknown_pricelist_has_no_lines() -> None:
+    def answer(query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        if "itemsPricelists(" in query:
+            return {"itemsPricelists": {"edges": []}}
+        return _openimis(query, variables)
+
+    client = FakeOpenImis(answer).client()
+    assert client.catalogue().facilities["RAHOS001"].items == {}
+    client.close()
+
+
+#: a self-signed CA of no use but to be told apart from the system CAs
+PRIVATE_CA = """-----BEGIN CERTIFICATE-----
+MIIBTzCB9aADAgECAhQyIOR6/oN7/oeuF3ii7iQASPTV4DAKBggqhkjOPQQDAjAd
+MRswGQYDVQQDDBJjZGMtY2xhaW1zIHRlc3QgQ0EwHhcNMjYwMTAxMDAwMDAwWhcN
+NDYwMTAxMDAwMDAwWjAdMRswGQYDVQQDDBJjZGMtY2xhaW1zIHRlc3QgQ0EwWTAT
+BgcqhkjOPQIBBggqhkjOPQMBBwNCAASWVVVXuRr5Rh0CFF1oqaDoujd1qbymAWFa
+d8sXCum0cq4Wck/cwjVvpkXrQMMg/4+FktFmspuDFyJUW5Mm1afooxMwETAPBgNV
+HRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0kAMEYCIQCA1/OosZXvj6MaxLDk0Zal
+Eie7fPhdkn/anU2sYaMJGgIhAPXzuPxbjFG8p+Cq1pXNsKYZPmFnaR2K7Jh0bFcQ
+//oS
+-----END CERTIFICATE-----
+"""
+
+
+def _verify_of(settings: PayerSettings, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The ``verify`` the payer client gives httpx."""
+    made: list[Any] = []
+    real = httpx.Client
+
+    def client(**kwargs: Any) -> httpx.Client:
+        made.append(kwargs["verify"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(httpx, "Client", client)
+    OpenImisGraphQL(settings, health=DependencyHealth()).close()
+    return made[0]
+
+
+def test_a_payer_ca_bundle_is_trusted_besides_the_system_cas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(PRIVATE_CA)
+    context = _verify_of(PAYER.model_copy(update={"ca_bundle": bundle}), monkeypatch)
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
+    subjects = [cert["subject"] for cert in context.get_ca_certs()]
+    assert ((("commonName", "cdc-claims test CA"),),) in subjects
+    assert len(subjects) > 1  # the system CAs are still there: a public certificate is still trusted
+
+
+def test_an_unreadable_payer_ca_bundle_stops_the_client_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"payer\.ca_bundle"):
+        OpenImisGraphQL(PAYER.model_copy(update={"ca_bundle": tmp_path / "missing.pem"}))
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    with pytest.raises(ConfigError, match=r"payer\.ca_bundle"):
+        OpenImisGraphQL(PAYER.model_copy(update={"ca_bundle": tmp_path / "junk.pem"}))
+
+
+def test_payer_tls_verification_off_is_off_even_with_a_bundle_and_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(PRIVATE_CA)
+    with capture_logs() as logs:
+        verify = _verify_of(PAYER.model_copy(update={"verify_tls": False, "ca_bundle": bundle}), monkeypatch)
+    assert verify is False
+    assert {"event": "tls_verification_disabled", "log_level": "warning", "setting": "payer.verify_tls"} in logs
+
+
 # ---------------------------------------------------------------------------- caches
 def test_policies_are_remembered_for_the_ttl_and_a_failure_is_not() -> None:
     now = [0.0]
@@ -186,11 +353,12 @@ def test_policies_are_remembered_for_the_ttl_and_a_failure_is_not() -> None:
     source.found = [EXPIRED]
     assert cache.policies("A") == (EXPIRED,) and source.asked == ["A", "A"]
     source.error = TransientSubmitError("down")
-    cache.forget("A")
+    now[0] = 602.0  # past the ttl of what was read at 301
     with pytest.raises(TransientSubmitError):
         cache.policies("A")
     source.error = None
-    assert cache.policies("A") == (EXPIRED,)  # the failure left nothing behind
+    assert cache.policies("A") == (EXPIRED,)
+    assert source.asked == ["A", "A", "A", "A"]  # the failure left nothing behind: asked again
 
 
 def test_a_failed_catalogue_read_keeps_the_last_good_copy() -> None:
@@ -331,3 +499,80 @@ def test_an_entry_off_one_mapped_facility_pricelist_is_named_for_that_facility(t
         "not in RAHC001's item pricelist (no pricelist)",
         "price 400 above RAHC001's pricelist 380: set price: 380",
     ]
+
+
+# ---------------------------------------------------------------------------- the insuree uuid cache
+INSUREE_070707081 = "7b00e6ec-e0f5-4d07-a8e0-ec00a4160e73"
+INSUREE_070707055 = "4d908777-50ff-44c3-81f2-48f27517c798"
+#: what openIMIS's ``insurees(chfId:)`` answers, CHF id -> uuids of its current insurees
+OPENIMIS_INSUREES = {"070707081": (INSUREE_070707081,), "070707055": (INSUREE_070707055,), "999999999": ()}
+
+
+def test_an_insuree_cache_that_agrees_with_openimis_has_no_finding(tmp_path: Path) -> None:
+    mapping = _mapping(
+        tmp_path,
+        openimis={
+            "claim_admin_default": {"code": "RHOS0011"},
+            "insuree_uuids": {"070707081": INSUREE_070707081, "070707055": INSUREE_070707055},
+        },
+    )
+    assert insuree_findings(mapping, OPENIMIS_INSUREES) == []
+    assert insuree_findings(_mapping(tmp_path), {}) == []  # no cache, nothing to compare
+
+
+def test_an_unknown_chf_id_and_a_wrong_insuree_uuid_block_with_their_fix(tmp_path: Path) -> None:
+    mapping = _mapping(
+        tmp_path,
+        openimis={
+            "claim_admin_default": {"code": "RHOS0011"},
+            "insuree_uuids": {"070707081": INSUREE_070707055, "999999999": INSUREE_070707081},
+        },
+    )
+    found = {(f.severity, f.topic, f.uuid, f.name, f.detail) for f in insuree_findings(mapping, OPENIMIS_INSUREES)}
+    assert found == {
+        (
+            "blocking",
+            INSUREE,
+            "openimis.insuree_uuids.070707081",
+            "070707081",
+            f"uuid is {INSUREE_070707055}: set it to {INSUREE_070707081}",
+        ),
+        (
+            "blocking",
+            INSUREE,
+            "openimis.insuree_uuids.999999999",
+            "999999999",
+            "no such insuree in openIMIS: remove the entry or enrol the insuree",
+        ),
+    }
+
+
+def test_the_insuree_look_up_asks_openimis_by_chf_id_in_every_district() -> None:
+    def answer(query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        assert "insurees(chfId: $chfId, ignoreLocation: true)" in query
+        chf_id = variables["chfId"]
+        nodes = [{"uuid": INSUREE_070707081, "chfId": "070707081"}] if chf_id == "070707081" else []
+        if chf_id == "ignored":  # a filter the server did not apply: all insurees, none of them this one
+            nodes = [{"uuid": INSUREE_070707055, "chfId": "070707055"}]
+        return {"insurees": {"edges": [{"node": n} for n in nodes]}}
+
+    openimis = FakeOpenImis(answer)
+    client = openimis.client()
+    found = client.insuree_uuids(["070707081", "999999999", "ignored"])
+    client.close()
+    assert found == {"070707081": (INSUREE_070707081,), "999999999": (), "ignored": ()}
+    assert [v for _, v in openimis.asked] == [{"chfId": "070707081"}, {"chfId": "999999999"}, {"chfId": "ignored"}]
+
+
+def test_an_error_answer_for_an_insuree_names_its_chf_id() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/login/"):
+            return httpx.Response(200, json={"token": "jwt", "exp": time.time() + 3600})
+        if "getCsrfToken" in json.loads(request.content)["query"]:
+            return httpx.Response(200, json={"data": {"getCsrfToken": {"csrfToken": "csrf"}}})
+        return httpx.Response(200, json={"errors": [{"message": "Invalid insuree number length 13"}]})
+
+    client = OpenImisGraphQL(PAYER, transport=httpx.MockTransport(refuse), health=DependencyHealth())
+    with pytest.raises(UpstreamMisconfigured, match=r"insuree 0707070810000: .*Invalid insuree number"):
+        client.insuree_uuids(["0707070810000"])
+    client.close()
