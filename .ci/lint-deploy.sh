@@ -8,7 +8,8 @@
 #   2. helm lint --strict, with the default values and with helm/cdc-claims/ci/full-values.yaml.
 #   3. helm template with both value sets, plus values that MUST be refused (iclm_* capture,
 #      two pollers, mTLS without a certificate, ...), and the objects each value set must render
-#      (the desk's Deployment and Service by default, its Ingress with TLS only when enabled).
+#      (the desk's Deployment and Service by default, its Ingress with TLS only when enabled; the
+#      consumer's check-mapping init containers only when asked for, in the mode asked for).
 #   4. kubernetes-validate --strict of every core-kind manifest against the oldest Kubernetes the
 #      chart supports (Chart.yaml kubeVersion) and the newest schema bundled with kubernetes-validate.
 #      Custom resources have no schema there. Only the CRD groups this chart uses are tolerated
@@ -107,6 +108,8 @@ refuse "CA from a Secret and a ConfigMap" --set openhim.caBundle.secretName=a --
 refuse "desk without its Secret" --set desk.existingSecret=
 refuse "desk Ingress without a host" --set desk.ingress.enabled=true
 refuse "unknown desk.ingress key (typo)" --set desk.ingress.tls.secret=x
+refuse "openIMIS mapping check without payer.url" --set payer.checkMappingOnStart=block
+refuse "checkMappingOnStart not a mode" --set payer.url=https://openimis.example.org/api/ --set payer.checkMappingOnStart=true
 
 # ---------------------------------------------------------------------------------------------
 step "rendered objects (the desk: Deployment + Service by default, Ingress only when enabled, with TLS)"
@@ -167,6 +170,64 @@ for problem in problems:
     print("FAIL:", problem, file=sys.stderr)
 if not problems:
     print("desk objects as expected in default, full and desk.enabled=false")
+sys.exit(1 if problems else 0)
+PY
+
+# ---------------------------------------------------------------------------------------------
+step "rendered init containers (the consumer's mapping checks: off by default, warn and block as asked)"
+render -f "$CHART/ci/full-values.yaml" --set payer.checkMappingOnStart=warn > "$OUT/check-warn.yaml"
+render -f "$CHART/ci/full-values.yaml" --set payer.checkMappingOnStart=off > "$OUT/check-off.yaml"
+render -f "$CHART/ci/full-values.yaml" --set payer.checkMappingOnStart=false > "$OUT/check-false.yaml"
+"$PYTHON" - "$OUT" <<'PY'
+"""payer.checkMappingOnStart: an init container of the consumer only, like the consumer itself
+(image, environment, Secrets, mounts, security); block runs the CLI as is, warn never fails."""
+import sys
+
+import yaml
+
+out = sys.argv[1]
+ROLES = ("consumer", "writer", "poller")
+NAME = "check-mapping-openimis"
+SAME = ("image", "imagePullPolicy", "env", "envFrom", "volumeMounts", "securityContext", "resources")
+
+
+def pods(name: str) -> dict[str, dict]:
+    with open(f"{out}/{name}.yaml", encoding="utf-8") as stream:
+        docs = [d for d in yaml.safe_load_all(stream) if d and d["kind"] == "Deployment"]
+    return {d["metadata"]["name"].rpartition("-")[2]: d["spec"]["template"]["spec"] for d in docs}
+
+
+problems = []
+# default: payer.url empty, mode off; full: mode block (plus mapping.checkOnStart); the rest: full with the mode set
+for name, mode in {"default": None, "full": "block", "check-warn": "warn", "check-off": None, "check-false": None}.items():
+    found = pods(name)
+    for role in ROLES:
+        inits = {c["name"]: c for c in found[role].get("initContainers", [])}
+        if role != "consumer" or mode is None:
+            if NAME in inits:
+                problems.append(f"{name}: {role} has {NAME} although {'not the consumer' if mode else 'off'}")
+            continue
+        if NAME not in inits:
+            problems.append(f"{name}: consumer lacks {NAME} (mode {mode})")
+            continue
+        init = inits[NAME]
+        (main,) = found[role]["containers"]
+        for key in SAME:
+            if init.get(key) != main.get(key):
+                problems.append(f"{name}: {NAME} {key} differs from the consumer's: {init.get(key)} != {main.get(key)}")
+        if mode == "block" and ("command" in init or init["args"] != ["check-mapping", "--openimis"]):
+            problems.append(f"{name}: block must run the entrypoint as is: {init.get('command')} {init['args']}")
+        if mode == "warn":
+            script = " ".join(init["args"])
+            if init.get("command") != ["/bin/sh", "-c"] or "cdc-claims check-mapping --openimis ||" not in script \
+                    or not script.rstrip().endswith("exit 0"):
+                problems.append(f"{name}: warn must report and exit 0: {init.get('command')} {init['args']}")
+        if name == "full" and list(inits) != ["check-mapping", NAME]:
+            problems.append(f"full: the database check first, then openIMIS: {list(inits)}")
+for problem in problems:
+    print("FAIL:", problem, file=sys.stderr)
+if not problems:
+    print(f"{NAME}: consumer only, as the consumer runs; block, warn, off/false as expected")
 sys.exit(1 if problems else 0)
 PY
 

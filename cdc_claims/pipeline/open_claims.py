@@ -28,7 +28,7 @@ class LedgerOpenClaims:
 
     def open_claims(self) -> Sequence[OpenClaim]:
         return [
-            OpenClaim(record.claim_code, record.state, decode_draft(record.draft_json))
+            OpenClaim(record.claim_code, record.state, decode_draft(record.draft_json), changed_at=record.updated_at)
             for record in self.ledger.open_claims(OPEN_STATES)
             if record.draft_json
         ]
@@ -37,7 +37,7 @@ class LedgerOpenClaims:
         record = self.ledger.claim(claim_code)
         if record is None or record.state not in OPEN_STATES or not record.draft_json:
             return None
-        return OpenClaim(record.claim_code, record.state, decode_draft(record.draft_json))
+        return OpenClaim(record.claim_code, record.state, decode_draft(record.draft_json), changed_at=record.updated_at)
 
     def report_held(self) -> None:
         """``cdc_claims_held_claims{reason}``: held and failed ledger rows, as billing staff see them

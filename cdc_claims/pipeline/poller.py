@@ -23,13 +23,35 @@ from cdc_claims.reply.model import ReplyMessage, WithdrawalNotice
 log = get_logger(__name__)
 
 
+def _utc(at: datetime) -> datetime:
+    """Ledger times are UTC (the connection sets ``time_zone = '+00:00'``) and come back naive."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 class Poller:
     """Asks openIMIS about open claims, each on its own back-off schedule.
 
     A claim can stay "checked" for days until a reviewer gets to it, so asking about every open
     claim every cycle would grow without bound. Each claim is asked about after ``interval``
     seconds, doubling (up to ``max_interval``) while nothing changes, back to ``interval`` when
-    it does; at most ``batch`` claims per cycle, least recently asked first.
+    it does; at most ``batch`` claims per cycle.
+
+    Which due claims go first: the one whose *next* turn comes soonest (its due time plus its
+    current interval), i.e. the claims on a short interval, freshly submitted or just changed,
+    before those backed off to hours. Oldest-due-first made a new claim wait behind every
+    overdue one: with ~1000 old open claims due at once (every start, or when their long turns
+    come round together) a new claim was reached only after the whole backlog, 100 per cycle,
+    and its next status change was seen minutes late. Now it is reached in the next cycle
+    however long the backlog (unless more than ``batch`` claims on shorter intervals are due);
+    old claims still get their turn (their next-turn time is fixed, the new claims' keeps
+    moving on), only later.
+
+    The schedule lives in memory, so a claim this process has not asked about yet starts on the
+    back-off it would have reached by now: its interval is the time since the ledger last
+    recorded a change to it (``OpenClaim.changed_at``), within ``interval`` .. ``max_interval``.
+    It is asked about at once, but after any claim on a shorter interval, and then not again
+    for that long: a restart does not put a week-old claim back on the one-minute schedule, and
+    needs no extra ledger column.
     """
 
     def __init__(
@@ -61,8 +83,14 @@ class Poller:
         changed = 0
         now = self._clock()
         claims = self._store.open_claims()
-        self._schedule = {c.claim_code: self._schedule.get(c.claim_code, (now, self._interval)) for c in claims}
-        due = sorted((c for c in claims if self._schedule[c.claim_code][0] <= now), key=self._next_check)
+        wall = self._now()
+        self._schedule = {
+            c.claim_code: self._schedule[c.claim_code]
+            if c.claim_code in self._schedule
+            else (now, self._first_interval(c, wall))
+            for c in claims
+        }
+        due = sorted((c for c in claims if self._schedule[c.claim_code][0] <= now), key=self._urgency)
         for claim in due[: self._batch]:
             moved = self._check(claim)
             changed += moved
@@ -84,8 +112,20 @@ class Poller:
         self._schedule[claim_code] = (self._clock() + self._interval, self._interval)
         return moved
 
-    def _next_check(self, claim: OpenClaim) -> float:
-        return self._schedule[claim.claim_code][0]
+    def _first_interval(self, claim: OpenClaim, wall: datetime) -> float:
+        """The interval of a claim not asked about yet: the time since its last recorded change,
+        what a doubling back-off started then would have reached (``interval`` if unknown)."""
+        if claim.changed_at is None:
+            return self._interval
+        idle = (wall - _utc(claim.changed_at)).total_seconds()
+        return min(self._max_interval, max(self._interval, idle))
+
+    def _urgency(self, claim: OpenClaim) -> tuple[float, float]:
+        """Sort key of a due claim: when its next turn would come (due time + interval), soonest
+        first; then the most recently changed first."""
+        due, current = self._schedule[claim.claim_code]
+        changed = _utc(claim.changed_at).timestamp() if claim.changed_at is not None else float("-inf")
+        return (due + current, -changed)
 
     def _check(self, claim: OpenClaim) -> bool:
         """Ask openIMIS about one claim; publish a reply when its status moved. True if it did.

@@ -214,6 +214,9 @@ class OpenClaim:
     state: State
     draft: ClaimDraft
     approved_total: str | None = None  # last published approved total, to notice amount changes
+    #: when the ledger last recorded a change to the claim (sent, a status, a note), UTC: how far
+    #: the poller backs off a claim it has not asked about yet (a restart keeps old claims slow)
+    changed_at: datetime | None = None
 
 
 class OpenClaimStore(Protocol):

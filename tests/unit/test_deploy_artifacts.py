@@ -263,3 +263,15 @@ def test_the_desk_pod_runs_like_the_roles_with_the_mapping_and_its_own_probes() 
     assert security["podSecurityContext"]["runAsUser"] == 10001 and security["podSecurityContext"]["runAsNonRoot"]
     assert security["containerSecurityContext"]["readOnlyRootFilesystem"] is True
     assert security["containerSecurityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+def test_the_openimis_mapping_check_on_start_is_off_by_default_and_a_mode() -> None:
+    """``payer.checkMappingOnStart`` is a mode, not a switch; the default is the string "off"
+    (unquoted, YAML 1.1 reads it as false), and each mode is in the schema."""
+    assert _values()["payer"]["checkMappingOnStart"] == "off"
+    assert _values("ci/full-values.yaml")["payer"]["checkMappingOnStart"] == "block"
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    modes = schema["properties"]["payer"]["properties"]["checkMappingOnStart"]["enum"]
+    assert modes == ["off", "warn", "block", False]
+    deployment = (CHART / "templates" / "deployment.yaml").read_text(encoding="utf-8")
+    assert "args: [check-mapping, --openimis]" in deployment  # block: the CLI's own exit code

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from cdc_claims.assemble.model import ClaimDiagnosis, ClaimDraft, ClaimLine
 from cdc_claims.errors import UnknownClaimStatus
+from cdc_claims.ledger.model import ClaimRecord
 from cdc_claims.lifecycle import State
+from cdc_claims.pipeline.open_claims import LedgerOpenClaims
 from cdc_claims.pipeline.poller import Poller
 from cdc_claims.pipeline.ports import OpenClaim
-from cdc_claims.reply.model import NormalizedResponse, ReplyMessage
+from cdc_claims.reply.model import NormalizedResponse, ReplyMessage, encode_draft
 
 LINE = ClaimLine(1, "service", "A1", "A1", Decimal(1), Decimal(400), "l1", 5, "consultation")
 DRAFT = ClaimDraft(
@@ -178,3 +180,113 @@ def test_one_claim_is_asked_about_now_out_of_turn() -> None:
     assert p.poll_claim("C1") is None  # valuated: no longer open, nobody is asked
     assert p.poll_claim("nope") is None
     assert w.asked == ["C1", "C1"]
+
+
+BASE = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+
+
+def backlog(old: int) -> World:
+    """A ledger holding ``old`` open claims nobody has touched for three days (naive UTC times,
+    as the ledger returns them)."""
+    w = World()
+    w.claims = {
+        f"OLD{i}": OpenClaim(
+            f"OLD{i}",
+            State.CHECKED,
+            replace(DRAFT, code=f"OLD{i}"),
+            changed_at=(BASE - timedelta(days=3)).replace(tzinfo=None),
+        )
+        for i in range(old)
+    }
+    w.status = dict.fromkeys(w.claims, 4)
+    return w
+
+
+def submit(w: World, code: str) -> None:
+    """A claim the consumer has just sent (last in the ledger's oldest-change-first order)."""
+    w.claims[code] = OpenClaim(
+        code, State.ENTERED, replace(DRAFT, code=code), changed_at=BASE + timedelta(seconds=w.now)
+    )
+    w.status[code] = 2
+
+
+def clocked(w: World) -> Poller:
+    return Poller(
+        w,
+        w,
+        w.normalize,
+        w,
+        interval=10,
+        max_interval=80,
+        batch=10,
+        now=lambda: BASE + timedelta(seconds=w.now),
+        clock=lambda: w.now,
+    )
+
+
+def test_a_new_claim_is_asked_about_before_the_backlog_and_so_is_its_next_change() -> None:
+    """50 old claims all due, 10 a cycle: a claim sent meanwhile is asked about in the very next
+    cycle, and again one interval later, ahead of the old claims still waiting for their turn."""
+    w = backlog(50)
+    p = clocked(w)
+    p.poll_once()
+    assert len(w.asked) == 10 and all(c.startswith("OLD") for c in w.asked)
+    w.now = 5
+    submit(w, "NEW")
+    p.poll_once()
+    assert w.asked[10] == "NEW"  # first of its cycle, 40 old claims still never asked
+    w.status["NEW"] = 4  # a reviewer checks it
+    w.now = 15
+    assert p.poll_once() == 1
+    assert w.asked[20] == "NEW"
+    assert [(r.claim.code, r.response.iclm_status) for r in w.replies] == [("NEW", "CHECKED")]
+    for t in range(20, 60, 5):  # the backlog still gets through
+        w.now = t
+        p.poll_once()
+    assert {c for c in w.claims if c.startswith("OLD")} <= set(w.asked)
+
+
+def test_after_a_restart_the_newest_claim_goes_first_and_old_ones_stay_backed_off() -> None:
+    """The schedule is in memory: a new process starts each claim on the back-off its age
+    earned (capped), so a three-day-old claim is asked once, then after ``max_interval``; a
+    claim sent 20 s ago after 20 s."""
+    w = backlog(30)
+    w.now = -20
+    submit(w, "RECENT")
+    w.now = 0
+    submit(w, "NEW")
+    p = clocked(w)
+    p.poll_once()
+    assert w.asked[:2] == ["NEW", "RECENT"]
+    asked_at: dict[str, list[int]] = {}
+    for t in range(0, 200, 5):
+        w.now = t
+        before = len(w.asked)
+        if t:
+            p.poll_once()
+        for code in w.asked[before if t else 0 :]:
+            asked_at.setdefault(code, []).append(t)
+    assert asked_at["NEW"][:4] == [0, 10, 30, 70]  # 10, 20, 40, 80
+    assert asked_at["RECENT"][:3] == [0, 20, 60]  # 20 (its age), 40
+    assert asked_at["OLD0"][:2] == [0, 80]  # on the 80 s cap at once
+    assert all(len(times) >= 2 for times in asked_at.values())
+
+
+def test_the_ledger_view_says_when_each_claim_last_changed() -> None:
+    """What the poller's first back-off is computed from: the claim history row's ``updated_at``."""
+    changed = datetime(2026, 11, 22, 8, 0)  # naive UTC, as the ledger returns it
+    record = ClaimRecord(
+        "C1", "encounter", "u", "original", State.CHECKED, draft_json=encode_draft(DRAFT), updated_at=changed
+    )
+
+    class Ledger:
+        def open_claims(self, states: Any) -> list[ClaimRecord]:
+            return [record]
+
+        def claim(self, code: str) -> ClaimRecord | None:
+            return record if code == "C1" else None
+
+    store = LedgerOpenClaims(Ledger())  # type: ignore[arg-type]
+    (claim,) = store.open_claims()
+    assert claim.changed_at == changed
+    assert store.open_claim("C1") == claim

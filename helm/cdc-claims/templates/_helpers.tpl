@@ -121,6 +121,9 @@ app.kubernetes.io/component: {{ .role }}
 {{- if and (empty .Values.mapping.content) (not .Values.mapping.existingConfigMap) }}
 {{- fail "mapping.content (or mapping.existingConfigMap) is required: the roles refuse to start without a mapping" }}
 {{- end }}
+{{- if and (has (toString .Values.payer.checkMappingOnStart) (list "warn" "block")) (not .Values.payer.url) }}
+{{- fail (printf "payer.checkMappingOnStart=%s needs payer.url: check-mapping --openimis reads openIMIS's API" (toString .Values.payer.checkMappingOnStart)) }}
+{{- end }}
 {{- if and .Values.strimzi.connector.enabled (not .Values.strimzi.connector.passwordSecret.name) }}
 {{- fail "strimzi.connector.passwordSecret.name is required when strimzi.connector.enabled" }}
 {{- end }}
