@@ -131,11 +131,15 @@ def test_check_mapping_reports_every_entry_that_disagrees_with_the_live_openimis
     (tmp_path / "wrong").mkdir()
     agrees = run_cli(sidecar, _demo(), tmp_path / "demo", "check-mapping", "--openimis")
     assert "reading the catalogue from openIMIS" in agrees.stdout
-    assert "openimis" not in agrees.stdout.split("...", 1)[1]  # the demo mapping matches openIMIS
+    assert "looking up the" in agrees.stdout and "insuree(s) of openimis.insuree_uuids" in agrees.stdout
+    assert "openimis" not in agrees.stdout.rsplit("...", 1)[1]  # the demo mapping matches openIMIS
     wrong = _demo()
     wrong["drugs"][NIFEDIPINE] = {"code": "0171", "price": 99, "uuid": "71efb78b-64ee-4a68-be29-87daf566eb20"}
     wrong["concepts"][CHEST_PA] = {"category": "service", "code": "X999", "price": 1}
     wrong["openimis"]["claim_admin_default"]["uuid"] = "4a3f1a0a-e13c-451a-9511-a4d0fe35d20b"
+    right_uuid = wrong["openimis"]["insuree_uuids"][INSUREES[0]]
+    wrong["openimis"]["insuree_uuids"][INSUREES[0]] = "0d4c2f5e-7a1b-4c3d-9e8f-1a2b3c4d5e6f"
+    wrong["openimis"]["insuree_uuids"]["999999999"] = "5b1f0c2d-3e4a-4b5c-8d6e-7f8091a2b3c4"
     out = run_cli(sidecar, wrong, tmp_path / "wrong", "check-mapping", "--openimis")
     assert out.returncode == 1, out.stdout + out.stderr
     text = out.stdout
@@ -143,6 +147,9 @@ def test_check_mapping_reports_every_entry_that_disagrees_with_the_live_openimis
     assert f"{drug} - uuid is 71efb78b-64ee-4a68-be29-87daf566eb20: set it to 05620ad6-" in text
     assert f"{drug} - price 99 above RAHOS001's pricelist 35.00: set price: 35.00" in text
     assert f"openimis service: concepts.{CHEST_PA} 'X999' - no such medical service in openIMIS" in text
+    insuree = f"openimis insuree: openimis.insuree_uuids.{INSUREES[0]} '{INSUREES[0]}'"
+    assert f"{insuree} - uuid is 0d4c2f5e-7a1b-4c3d-9e8f-1a2b3c4d5e6f: set it to {right_uuid}" in text
+    assert "openimis.insuree_uuids.999999999 '999999999' - no such insuree in openIMIS" in text
     assert (
         "openimis claim admin: openimis.claim_admin_default 'RHOS0011' - uuid is 4a3f1a0a-e13c-451a-9511-a4d0fe35d20b:"
         " set it to 598e43ca-9977-4f4b-a678-992528ce3454"
