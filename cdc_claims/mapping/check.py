@@ -2,7 +2,8 @@
 
 Read-only and database-wide (not per claim): the concepts and drugs of billable orders, procedure
 obs answers, diagnosis concepts (and whether their ICD code is one openIMIS knows), encounter
-locations, visit types, encounter types and providers. Only metadata names are shown (concept,
+locations, visit types, encounter types, providers and the document concepts the mapping attaches.
+Only metadata names are shown (concept,
 drug, location and type names), never patient data.
 
 *Blocking* findings make claims be held (unmapped lines, facilities, ICD codes); *info* findings
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import pymysql
 import pymysql.cursors
 
+from cdc_claims.assemble import queries as q
 from cdc_claims.assemble.reader import ReaderConfig, read_locations, read_order_kinds
 from cdc_claims.assemble.selection import known_index, normalise_icd
 from cdc_claims.assemble.vocabulary import DEFAULT_ICD_SOURCE_NAMES
@@ -210,6 +212,34 @@ def _findings(cur: pymysql.cursors.DictCursor, mapping: ClaimMapping) -> list[Fi
     for r in _all(cur, _PROVIDERS):
         if r["uuid"] not in mapping.claim_admins:
             out.append(Finding("info", "provider", r["uuid"], "", int(r["n"]), "enters as the default claim admin"))
+    return out + _attachment_findings(cur, mapping)
+
+
+#: findings about the mapping's ``attachments.documents`` concepts
+ATTACHMENT = "attachment document"
+_DOCUMENTS_FILED = "SELECT COUNT(*) AS n FROM obs WHERE concept_id = %s AND voided = 0"
+
+
+def _attachment_findings(cur: pymysql.cursors.DictCursor, mapping: ClaimMapping) -> list[Finding]:
+    """Each document concept the mapping attaches: unknown to the database (blocking: the
+    consumer refuses to start), or how many such documents are on file (info)."""
+    section = mapping.attachments
+    if section is None:
+        return []
+    keys = [rule.concept for rule in section.documents]
+    rows = _all(cur, q.CONCEPTS_BY_UUID_OR_NAME.format(keys=placeholders(len(keys))), [*keys, *keys])
+    out: list[Finding] = []
+    for rule in section.documents:
+        found = next((r for r in rows if rule.concept in (r["uuid"], r["name"])), None)
+        if found is None:
+            out.append(Finding("blocking", ATTACHMENT, rule.concept, "", 0, "no such concept in OpenMRS"))
+            continue
+        filed = int(_all(cur, _DOCUMENTS_FILED, [found["concept_id"]])[0]["n"])
+        what = "required: a claim whose visit has none is held (attachment_missing)" if rule.required else "optional"
+        out.append(Finding("info", ATTACHMENT, str(found["uuid"]), str(found["name"]), filed, what))
+    member = section.document_concept
+    if not _all(cur, q.CONCEPTS_BY_UUID_OR_NAME.format(keys="%s"), [member, member]):
+        out.append(Finding("blocking", ATTACHMENT, member, "", 0, "attachments.document_concept not found"))
     return out
 
 

@@ -30,7 +30,7 @@ from cdc_claims.db import connection_factory
 from cdc_claims.errors import ConfigError, NotClaimable, SourceUnavailable
 from cdc_claims.mapping.apply import build_draft
 from cdc_claims.mapping.check import check_mapping, render_text
-from cdc_claims.mapping.model import ClaimMapping, load_mapping
+from cdc_claims.mapping.model import AttachmentsSection, ClaimMapping, DocumentRule, load_mapping
 from cdc_claims.mapping.reading import reader_config
 from cdc_dev.base import Ports
 
@@ -275,6 +275,41 @@ def test_check_mapping_reports_gaps(mapping: ClaimMapping) -> None:
     assert details[HYPERTHYROIDISM] == "E05.90 unknown to openIMIS"
     assert details[HYPERTENSION] == "no ICD-10 map"
     assert "NOT OK" in render_text(report)
+
+
+def test_the_demo_radiology_image_is_a_document_of_every_encounter_of_its_visit(mapping: ClaimMapping) -> None:
+    """The demo's one Bahmni upload (a CHEST AP image in RADIOLOGY encounter 15 of visit 3)."""
+    with_docs = mapping.model_copy(
+        update={"attachments": AttachmentsSection(documents=(DocumentRule(concept="CHEST AP"),))}
+    )
+    reader = OpenMrsReader(
+        connection_factory(host=HOST, port=PORT, user=READER[0], password=READER[1], database=DB),
+        reader_config(with_docs),
+    )
+    consultation = reader.read_encounter(14)  # a consultation of visit 3: the image is in another encounter
+    (doc,) = consultation.documents
+    assert doc.obs_uuid == "7ee7c72f-9063-45a6-9a1c-265e511e22ac"
+    assert (doc.concept_name, doc.store) == ("CHEST AP", "documents")
+    assert doc.path == "100/76-RADIOLOGY-7b13fa5f-3827-4668-a3c5-9809c29feff7.jpeg"
+    assert doc.encounter_uuid == "2653b5dc-0c52-4d50-92bd-f80a4b9e5639"
+    assert reader.read_visit("6e7323b5-4a43-4135-8afc-aa3dc38406cd").documents == (doc,)
+    assert reader.read_encounter(5).documents == ()  # another visit
+    assert OpenMrsReader(reader._conn_factory, reader_config(mapping)).read_encounter(14).documents == ()
+    conn = _connect(READER)
+    try:
+        report = check_mapping(conn, with_docs)
+        unknown = mapping.model_copy(
+            update={"attachments": AttachmentsSection(documents=(DocumentRule(concept="No Such Document"),))}
+        )
+        missing = check_mapping(conn, unknown)
+    finally:
+        conn.close()
+    (finding,) = report.by_topic("attachment document")
+    assert (finding.name, finding.count, finding.severity) == ("CHEST AP", 1, "info")
+    assert not missing.ok and missing.by_topic("attachment document")[0].detail == "no such concept in OpenMRS"
+    bad = OpenMrsReader(reader._conn_factory, reader_config(unknown))
+    with pytest.raises(ConfigError, match="'No Such Document' not found"):
+        bad.resolve()
 
 
 # ---- rows written by the test, the way Bahmni writes them -------------------------------------------
