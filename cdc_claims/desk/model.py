@@ -112,11 +112,23 @@ class WithdrawalLine:
 
 
 @dataclass(frozen=True)
+class DocumentView:
+    """A document sent with a claim (mapping ``attachments``): what openIMIS's reviewer sees."""
+
+    claim_code: str
+    title: str
+    content_type: str
+    creation: date
+    obs_uuid: str
+
+
+@dataclass(frozen=True)
 class ClaimView:
     """One claim sent for the unit, with its billing row (``iclm_claim``) when a reply was written."""
 
     record: ClaimRecord
     lines: tuple[LineView, ...] = ()
+    documents: tuple[DocumentView, ...] = ()
     withdrawals: tuple[WithdrawalLine, ...] = ()
     iclm_status: str | None = None
     claimed_total: Decimal | None = None
@@ -196,6 +208,10 @@ class UnitDetail:
     @property
     def rejected_lines(self) -> tuple[LineView, ...]:
         return tuple(line for line in self.lines if line.status == "REJECTED")
+
+    @property
+    def documents(self) -> tuple[DocumentView, ...]:
+        return tuple(doc for claim in self.claims for doc in claim.documents)
 
 
 @dataclass(frozen=True)

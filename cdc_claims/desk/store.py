@@ -46,6 +46,7 @@ from cdc_claims.desk.model import (
     ClaimFact,
     ClaimView,
     DiagnosisView,
+    DocumentView,
     EncounterView,
     LineView,
     Option,
@@ -574,9 +575,14 @@ def _claim_view(
         )
     names = {line.source_uuid: line.name for line in lines}
     b = billed or {}
+    documents = tuple(
+        DocumentView(record.claim_code, a.title, a.content_type, a.creation, a.obs_uuid)
+        for a in (draft.attachments if draft is not None else ())
+    )
     return ClaimView(
         record=record,
         lines=tuple(lines),
+        documents=documents,
         withdrawals=tuple(replace(w, name=names.get(w.source_uuid)) for w in withdrawals),
         iclm_status=b.get("status"),
         claimed_total=_decimal(b.get("claimed_total")),

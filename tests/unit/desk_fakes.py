@@ -21,6 +21,7 @@ from cdc_claims.desk.model import (
     Bucket,
     ClaimView,
     DiagnosisView,
+    DocumentView,
     EncounterView,
     LineView,
     Option,
@@ -97,6 +98,7 @@ def sent_detail() -> UnitDetail:
     claim = ClaimView(
         record=record,
         lines=lines,
+        documents=(DocumentView(CODE, "Discharge <summary>", "application/pdf", date(2026, 12, 1), "obs-9"),),
         withdrawals=(WithdrawalLine("order-3", "0171", "10", "removed"),),
         iclm_status="CHECKED",
         claimed_total=Decimal("42750.00"),

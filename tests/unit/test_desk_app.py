@@ -253,6 +253,11 @@ def test_a_sent_unit_shows_lines_rejections_and_its_buttons(tmp_path: Path) -> N
     assert 'value="order-3" checked' in html
     assert "A09" in html and "Diarrhoea" in html
     assert f"Claim {CODE} sent to openIMIS" in html
+    documents = re.search(r'<ul id="documents">.*?</ul>', html, re.S)
+    assert documents is not None and "Discharge &lt;summary&gt;" in documents.group(0)
+    assert "application/pdf, filed 2026-12-01" in documents.group(0)
+    held = c.get(f"/units/encounter/{HELD}").text
+    assert 'id="documents"' not in held  # nothing sent, no section
 
 
 def test_unknown_units_are_not_found(tmp_path: Path) -> None:
