@@ -28,8 +28,11 @@ from pipeline_support import (
     wait_ledger,
 )
 
+from cdc_claims.db import reader_connection_factory
+from cdc_claims.desk.store import DeskStore
 from cdc_claims.payer.graphql import OpenImisGraphQL
 from cdc_claims.settings import PayerSettings
+from cdc_dev import credentials
 from cdc_dev import openimis as dev_openimis
 from cdc_dev.bahmni import BahmniSim, Drug, Dx
 from cdc_dev.openimis import OpenImis
@@ -126,6 +129,10 @@ def test_a_discharge_summary_uploaded_after_the_consultation_goes_with_the_claim
         assert pdf_b64 not in str(audit)
         entry = ledger(db, enc.uuid)
         assert entry is not None and pdf_b64 not in str(entry)
+        # and the claims desk lists it under "Documents sent"
+        detail = DeskStore(reader_connection_factory(credentials.database())).unit("encounter", enc.uuid)
+        assert detail is not None
+        assert [(d.title, d.content_type) for d in detail.documents] == [("Discharge summary", "application/pdf")]
     finally:
         tail.close()
 
