@@ -229,14 +229,45 @@ def subscribe(consumer: KafkaConsumer, topics: list[str], listener: ConsumerReba
     """Fetch the topics' metadata, then subscribe.
 
     A JoinGroup sent before the consumer knows the topics' partitions gets an empty assignment,
-    and the rejoin that the metadata then triggers can hang in kafka-python (seen at start and
-    after broker restarts); the consumer role's stall detector is the net under this.
+    and the rejoin that the metadata then triggers could be left stranded by kafka-python 3.0
+    (:func:`stranded_join`, redone by :meth:`GuardedConsumer.poll`); the consumer role's stall
+    detector is the net under anything else.
     """
     kafka_call("metadata", lambda: [consumer.partitions_for_topic(topic) for topic in topics])
     if listener is None:
         consumer.subscribe(topics=topics)
     else:
         consumer.subscribe(topics=topics, listener=listener)
+
+
+#: How long a poll waits while the consumer is (re)joining its group: long enough for a JoinGroup
+#: and SyncGroup round trip, so the poll itself receives the assignment (see :func:`stranded_join`).
+JOIN_POLL_MS = 1000
+
+
+def stranded_join(consumer: KafkaConsumer) -> bool:
+    """A group join that finished while no ``poll()`` was waiting for it (kafka-python 3.0.12).
+
+    kafka-python 3 runs JoinGroup/SyncGroup as a task that a ``poll()`` awaits for at most its
+    timeout; only the awaiting poll marks the member stable, re-enables its heartbeat and hands
+    the assignment to the listener. When the task finishes between polls (the role drains its
+    units after a revoke, or the poll waited 20 ms), the next poll asks ``need_rejoin()``, which
+    for a rejoin caused by a metadata change is already False once the leader has assigned: the
+    result is never taken, no heartbeat is sent, the broker drops the member after the session
+    timeout, and the consumer sits unassigned (group Empty) until the stall detector rebuilds it.
+    Seen in most starts under load (faults ``bad-credentials``: 150 s to catch up).
+
+    Detected here as "a join was prepared (``rejoining``) but no rejoin is needed"; the caller
+    then asks for a rejoin, which the next poll performs and waits for. Attributes are read
+    defensively: another kafka-python version without them is simply not detected.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None or not getattr(coordinator, "rejoining", False):
+        return False
+    try:
+        return not coordinator.need_rejoin()
+    except Exception:  # a probe of library internals must never break a poll
+        return False
 
 
 class GuardedConsumer:
@@ -246,6 +277,15 @@ class GuardedConsumer:
         self.raw = consumer
 
     def poll(self, timeout_ms: int = 0) -> Mapping[Any, list[Any]]:
+        """Records per partition. While the consumer (re)joins its group the poll waits up to
+        :data:`JOIN_POLL_MS`, and a join left stranded (:func:`stranded_join`) is redone."""
+        coordinator = getattr(self.raw, "_coordinator", None)
+        if stranded_join(self.raw):
+            metrics.KAFKA_ERRORS.labels(op="join_stranded").inc()
+            log.warning("kafka_join_stranded", hint="rejoining the group (kafka-python 3.0 join result lost)")
+            coordinator.rejoin_needed = True  # type: ignore[union-attr]
+        if getattr(coordinator, "rejoining", False) or getattr(coordinator, "rejoin_needed", False):
+            timeout_ms = max(timeout_ms, JOIN_POLL_MS)
         result: Mapping[Any, list[Any]] = kafka_call("poll", lambda: self.raw.poll(timeout_ms=timeout_ms))
         return result
 
