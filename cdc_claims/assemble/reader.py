@@ -642,6 +642,20 @@ class OpenMrsReader:
 # ---- helpers -----------------------------------------------------------------------------
 
 
+def concepts_by_key(cur: pymysql.cursors.DictCursor, keys: Sequence[str]) -> dict[str, tuple[int, str, str]]:
+    """``(concept id, uuid, name)`` of the concepts named by uuid or fully specified name, under
+    both keys; the first name of a concept wins (English first). Keys not found are absent."""
+    if not keys:
+        return {}
+    rows = _all(cur, q.CONCEPTS_BY_UUID_OR_NAME.format(keys=placeholders(len(keys))), [*keys, *keys])
+    by_key: dict[str, tuple[int, str, str]] = {}
+    for r in rows:
+        entry = (int(r["concept_id"]), str(r["uuid"]), str(r["name"]))
+        by_key.setdefault(str(r["uuid"]), entry)
+        by_key.setdefault(str(r["name"]), entry)
+    return by_key
+
+
 def _document_concepts(
     cur: pymysql.cursors.DictCursor, cfg: ReaderConfig, problems: list[str]
 ) -> tuple[dict[int, tuple[str, str]], int | None]:
@@ -649,14 +663,7 @@ def _document_concepts(
     ``Document``; a concept the database lacks is a configuration problem, named."""
     if not cfg.document_concepts:
         return {}, None
-    keys = [*cfg.document_concepts, cfg.document_concept]
-    marks = placeholders(len(keys))
-    rows = _all(cur, q.CONCEPTS_BY_UUID_OR_NAME.format(keys=marks), [*keys, *keys])
-    by_key: dict[str, tuple[int, str, str]] = {}
-    for r in rows:  # first name per concept wins (English first)
-        entry = (int(r["concept_id"]), str(r["uuid"]), str(r["name"]))
-        by_key.setdefault(str(r["uuid"]), entry)
-        by_key.setdefault(str(r["name"]), entry)
+    by_key = concepts_by_key(cur, [*cfg.document_concepts, cfg.document_concept])
     concepts: dict[int, tuple[str, str]] = {}
     for key in cfg.document_concepts:
         if key in by_key:

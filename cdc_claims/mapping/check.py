@@ -20,8 +20,7 @@ from typing import Any, Literal
 import pymysql
 import pymysql.cursors
 
-from cdc_claims.assemble import queries as q
-from cdc_claims.assemble.reader import ReaderConfig, read_locations, read_order_kinds
+from cdc_claims.assemble.reader import ReaderConfig, concepts_by_key, read_locations, read_order_kinds
 from cdc_claims.assemble.selection import known_index, normalise_icd
 from cdc_claims.assemble.vocabulary import DEFAULT_ICD_SOURCE_NAMES
 from cdc_claims.db import placeholders
@@ -217,29 +216,35 @@ def _findings(cur: pymysql.cursors.DictCursor, mapping: ClaimMapping) -> list[Fi
 
 #: findings about the mapping's ``attachments.documents`` concepts
 ATTACHMENT = "attachment document"
-_DOCUMENTS_FILED = "SELECT COUNT(*) AS n FROM obs WHERE concept_id = %s AND voided = 0"
+_DOCUMENTS_FILED = """SELECT concept_id, COUNT(*) AS n FROM obs
+ WHERE concept_id IN ({ids}) AND voided = 0 GROUP BY concept_id"""
 
 
 def _attachment_findings(cur: pymysql.cursors.DictCursor, mapping: ClaimMapping) -> list[Finding]:
     """Each document concept the mapping attaches: unknown to the database (blocking: the
-    consumer refuses to start), or how many such documents are on file (info)."""
+    consumer refuses to start), or how many such documents are on file (info). Concepts are
+    resolved as the reader resolves them (:func:`~cdc_claims.assemble.reader.concepts_by_key`)."""
     section = mapping.attachments
     if section is None:
         return []
-    keys = [rule.concept for rule in section.documents]
-    rows = _all(cur, q.CONCEPTS_BY_UUID_OR_NAME.format(keys=placeholders(len(keys))), [*keys, *keys])
+    by_key = concepts_by_key(cur, [*(rule.concept for rule in section.documents), section.document_concept])
+    ids = sorted({by_key[rule.concept][0] for rule in section.documents if rule.concept in by_key})
+    filed: dict[int, int] = {}
+    if ids:
+        rows = _all(cur, _DOCUMENTS_FILED.format(ids=placeholders(len(ids))), ids)
+        filed = {int(r["concept_id"]): int(r["n"]) for r in rows}
     out: list[Finding] = []
     for rule in section.documents:
-        found = next((r for r in rows if rule.concept in (r["uuid"], r["name"])), None)
-        if found is None:
+        if rule.concept not in by_key:
             out.append(Finding("blocking", ATTACHMENT, rule.concept, "", 0, "no such concept in OpenMRS"))
             continue
-        filed = int(_all(cur, _DOCUMENTS_FILED, [found["concept_id"]])[0]["n"])
+        concept_id, uuid, name = by_key[rule.concept]
         what = "required: a claim whose visit has none is held (attachment_missing)" if rule.required else "optional"
-        out.append(Finding("info", ATTACHMENT, str(found["uuid"]), str(found["name"]), filed, what))
-    member = section.document_concept
-    if not _all(cur, q.CONCEPTS_BY_UUID_OR_NAME.format(keys="%s"), [member, member]):
-        out.append(Finding("blocking", ATTACHMENT, member, "", 0, "attachments.document_concept not found"))
+        out.append(Finding("info", ATTACHMENT, uuid, name, filed.get(concept_id, 0), what))
+    if section.document_concept not in by_key:
+        out.append(
+            Finding("blocking", ATTACHMENT, section.document_concept, "", 0, "attachments.document_concept not found")
+        )
     return out
 
 

@@ -273,22 +273,18 @@ class ClaimService:
             if problem is not None:  # nothing was sent
                 return self._hold_draft(unit, ctx, draft, problem.reason, problem.detail)
         try:
-            claim = self._render.claim(draft)
-        except NotClaimable as held:  # a document to attach is missing or too large
-            if state is not State.SUBMITTING:  # nothing was sent
-                return self._hold_draft(unit, ctx, draft, held.reason, held.detail)
-            # an in-doubt POST is completed whatever happened to the file since: openIMIS may
-            # already hold the claim (with its documents); the ledger keeps which were meant
-            log.warning("in_doubt_claim_sent_without_documents", claim_code=draft.code, reason=held.reason)
-            draft = replace(draft, attachments=())
-            claim = None
-        except ClaimRenderError as invalid:  # nothing was sent
-            return self._hold_draft(unit, ctx, draft, "invalid_claim", str(invalid))
-        if claim is None:
             try:
                 claim = self._render.claim(draft)
-            except ClaimRenderError as invalid:
-                return self._hold_draft(unit, ctx, draft, "invalid_claim", str(invalid))
+            except NotClaimable as held:  # a document to attach is missing or too large
+                if state is not State.SUBMITTING:  # nothing was sent
+                    return self._hold_draft(unit, ctx, draft, held.reason, held.detail)
+                # an in-doubt POST is completed whatever happened to the file since: openIMIS
+                # may already hold the claim, documents and all; this POST goes without them
+                log.warning("in_doubt_claim_sent_without_documents", claim_code=draft.code, reason=held.reason)
+                draft = replace(draft, attachments=())
+                claim = self._render.claim(draft)
+        except ClaimRenderError as invalid:  # nothing was sent
+            return self._hold_draft(unit, ctx, draft, "invalid_claim", str(invalid))
         self._record(ctx, draft, advance(state, Event.SUBMIT), attempts=attempts)
         sent = self._post(unit, draft, claim)
         if sent.refused is not None:
