@@ -11,21 +11,32 @@ import sys
 import structlog
 
 #: kafka-python 3.0's network thread may wake to read a socket the main thread has just closed
-#: (``KafkaConsumer.close()`` on shutdown) and then logs the resulting AttributeError with a full
-#: traceback although nothing failed (upstream: dpkp/kafka-python#3095, #3097).
+#: (``KafkaConsumer.close()`` on shutdown) and then logs the resulting error with a full
+#: traceback although nothing failed (upstream: dpkp/kafka-python#3095, #3097). It surfaces two
+#: ways: the transport's receive error (an AttributeError on the socket set to None), or, when
+#: the read task registers the closed socket (fd -1) with the selector first, the IO loop's
+#: "Unhandled exception in task" with a ValueError.
 _TRANSPORT_LOGGER = "kafka.net.transport"
+_SELECTOR_LOGGER = "kafka.net.selector"
 _RECEIVE_ERROR = "Error receiving network data"
+_TASK_ERROR = "Unhandled exception in task"
+_CLOSED_FD = "Invalid file descriptor: -1"
 
 
 class ClosedTransportNoise(logging.Filter):
-    """Drop kafka-python's receive-error record when the transport was already closed by us.
+    """Drop kafka-python's record of a read on a socket that was already closed by us.
 
     Why: an operator who sees a traceback on every clean shutdown stops reading tracebacks. Only
-    this one record is dropped, and only for a transport that reports itself closing; a receive
-    error on a live connection still reaches the log.
+    these records are dropped: the receive error of a transport that reports itself closing, and
+    a task that failed waiting on file descriptor -1 (a socket object closes to -1, so it can only
+    be one we closed); a receive error on a live connection, or any other task failure, still
+    reaches the log.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if _TASK_ERROR in str(record.msg):
+            error = record.exc_info[1] if record.exc_info else None
+            return not (isinstance(error, ValueError) and _CLOSED_FD in str(error))
         if _RECEIVE_ERROR not in str(record.msg) or not isinstance(record.args, tuple) or not record.args:
             return True
         is_closing = getattr(record.args[0], "is_closing", None)
@@ -42,9 +53,10 @@ def configure(level: str = "INFO", json: bool | None = None) -> None:
     # kafka-python narrates every connection and rebalance at INFO; httpx logs each request URL.
     for noisy in ("kafka", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
-    transport_log = logging.getLogger(_TRANSPORT_LOGGER)
-    if not any(isinstance(f, ClosedTransportNoise) for f in transport_log.filters):
-        transport_log.addFilter(ClosedTransportNoise())
+    for name in (_TRANSPORT_LOGGER, _SELECTOR_LOGGER):
+        kafka_log = logging.getLogger(name)
+        if not any(isinstance(f, ClosedTransportNoise) for f in kafka_log.filters):
+            kafka_log.addFilter(ClosedTransportNoise())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -1,8 +1,9 @@
-"""The one kafka-python shutdown record we silence, and only that one."""
+"""The kafka-python shutdown records we silence (a read on a socket we closed), and only those."""
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -63,3 +64,28 @@ def test_configure_twice_adds_the_filter_once() -> None:
     log.configure("INFO", json=True)
     filters = logging.getLogger("kafka.net.transport").filters
     assert sum(isinstance(f, log.ClosedTransportNoise) for f in filters) == 1
+
+
+def _task_failure(error: BaseException) -> logging.LogRecord:
+    try:
+        raise error
+    except BaseException:
+        return logging.LogRecord(
+            "kafka.net.selector", logging.ERROR, __file__, 1, "Unhandled exception in task %s:", ("t",), sys.exc_info()
+        )
+
+
+def test_a_read_task_waiting_on_a_closed_socket_logs_nothing_other_task_failures_do() -> None:
+    log.configure("INFO", json=True)
+    selector = logging.getLogger("kafka.net.selector")
+    handler = _Collect()
+    selector.addHandler(handler)
+    try:
+        closed = _task_failure(ValueError("Invalid file descriptor: -1"))  # the shutdown race
+        other = _task_failure(ValueError("Invalid file descriptor: 7"))
+        crash = _task_failure(RuntimeError("boom"))
+        for record in (closed, other, crash):
+            selector.handle(record)
+    finally:
+        selector.removeHandler(handler)
+    assert handler.records == [other, crash]
